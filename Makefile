@@ -1,0 +1,82 @@
+# Everything a fresh clone needs: `make test` and `make demo` create their own virtual environments from the
+# committed lock files (requirements/*.txt). Upgrade a lock on purpose with `make lock`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV211 := .venv-af211
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+PYTEST_ARGS ?=
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv venv211 lint typecheck unit unit-af211 e2e-deps e2e test demo bench lock clean emulator
+
+help:
+	@echo "make demo   - run the example DAGs end to end against the bundled emulator"
+	@echo "make test   - lint, type-check, the whole test suite on Airflow 3.3.2, unit suite on Airflow 2.11"
+	@echo "make bench  - benchmarks, written to BENCHMARKS.md"
+	@echo "make emulator - start the Connect API emulator on 127.0.0.1:8765"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(UV): $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
+
+$(VENV)/.installed: requirements/airflow-3.3.txt pyproject.toml | $(UV)
+	$(UV) pip install -q --python $(BIN)/python -r requirements/airflow-3.3.txt
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(VENV211)/.installed: requirements/airflow-2.11.txt pyproject.toml | $(UV)
+	$(UV) venv -q --allow-existing -p $(PYTHON) $(VENV211)
+	$(UV) pip install -q --python $(VENV211)/bin/python -r requirements/airflow-2.11.txt
+	$(UV) pip install -q --python $(VENV211)/bin/python --no-deps -e .
+	touch $@
+
+venv211: $(VENV211)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+e2e-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
+unit: venv
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+unit-af211: venv211
+	$(VENV211)/bin/python -m pytest -m "not e2e and not af3" -p no:cacheprovider $(PYTEST_ARGS)
+
+e2e: venv e2e-deps
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+
+test: lint typecheck e2e-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) unit-af211
+
+demo: venv
+	$(BIN)/python -m dags_examples.demo
+
+bench: venv
+	$(BIN)/python -m benchmarks.run
+
+emulator: venv
+	$(BIN)/truconnect-emulator --host 127.0.0.1 --port 8765
+
+lock: $(UV)
+	$(UV) pip compile -q -p 3.11 --upgrade requirements/airflow-3.3.in -o requirements/airflow-3.3.txt
+	$(UV) pip compile -q -p 3.11 --upgrade requirements/airflow-2.11.in -o requirements/airflow-2.11.txt
+
+clean:
+	rm -rf $(VENV) $(VENV211) .pytest_cache .mypy_cache .ruff_cache test-results

@@ -1,0 +1,163 @@
+"""The one exception tree of the provider.
+
+Every error raised by the client core, the hook, operators, sensors and triggers is a :class:`TruConnectError`.
+Messages never contain credentials, tokens or whole response bodies: only the HTTP status, the API's error type and
+messages (bounded), and the ``X-Correlation-ID`` of the request so that 1GLOBAL support can trace it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: Longest excerpt of a non-JSON error body kept on an exception.
+MAX_BODY_EXCERPT = 200
+
+
+class TruConnectError(Exception):
+    """Base class of every error raised by ``airflow-provider-truconnect``.
+
+    :param message: human-readable summary; must not contain secrets.
+    :param status_code: HTTP status of the response, when there was one.
+    :param error_type: the API's error type (``type`` of the classic model, ``title`` of RFC 7807, or the OAuth
+        ``error`` code).
+    :param messages: the API's error messages.
+    :param correlation_id: the ``X-Correlation-ID`` sent with the request.
+    :param retryable: whether repeating the same request may succeed.
+    """
+
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        messages: Sequence[str] = (),
+        correlation_id: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.error_type = error_type
+        self.messages = tuple(messages)
+        self.correlation_id = correlation_id
+        self.retryable = self.default_retryable if retryable is None else retryable
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [self.message]
+        if self.status_code is not None:
+            parts.append(f"HTTP {self.status_code}")
+        if self.error_type:
+            parts.append(f"type {self.error_type}")
+        if self.messages:
+            parts.append("messages: " + "; ".join(self.messages))
+        if self.correlation_id:
+            parts.append(f"correlation id {self.correlation_id}")
+        return " | ".join(parts)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keeps the exception picklable (Airflow may ship it between processes) with its keyword arguments.
+        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[TruConnectError], message: str, state: dict[str, object]) -> TruConnectError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    err.args = (err._render(),)
+    return err
+
+
+class TruConnectConfigError(TruConnectError, ValueError):
+    """The connection or an argument is invalid; raised before any network call.
+
+    :param field: the name of the offending field, e.g. ``login`` or ``extra.timeout``.
+    :param problem: what is wrong with it.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"Invalid {field}: {problem}")
+
+
+class TruConnectAuthError(TruConnectError):
+    """Authentication or authorisation failed: the token endpoint refused, or the API answered 401/403."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        oauth_error: str | None = None,
+        oauth_error_description: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        self.oauth_error = oauth_error
+        self.oauth_error_description = oauth_error_description
+        if oauth_error:
+            kwargs.setdefault("error_type", oauth_error)
+            if oauth_error_description:
+                kwargs.setdefault("messages", (oauth_error_description,))
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class TruConnectClientError(TruConnectError):
+    """The API rejected the request (4xx); fix the request before trying again."""
+
+
+class TruConnectNotFoundError(TruConnectClientError):
+    """The resource does not exist (404)."""
+
+
+class TruConnectRateLimitError(TruConnectClientError):
+    """The per-minute rate limit was hit (429); ``retry_after`` holds the server's hint in seconds, if any."""
+
+    default_retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class TruConnectServerError(TruConnectError):
+    """The API failed (5xx), or answered with a body that could not be understood."""
+
+    default_retryable = True
+
+
+class TruConnectConnectionError(TruConnectError):
+    """The request did not complete: connection refused or dropped, or a timeout.
+
+    :param sent: ``False`` when the request provably never reached the server (connection refused), so that even a
+        non-idempotent request may be repeated.
+    """
+
+    default_retryable = True
+
+    def __init__(self, message: str, *, sent: bool = True, **kwargs: object) -> None:
+        self.sent = sent
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class TruConnectOrderUncertainError(TruConnectError):
+    """An order request may or may not have been processed; it is not repeated, to avoid buying twice."""
+
+
+class TruConnectOrderFailedError(TruConnectError):
+    """The order reached the ``FAILED`` status.
+
+    :param order_id: the order's id.
+    """
+
+    def __init__(self, message: str, *, order_id: str, **kwargs: object) -> None:
+        self.order_id = order_id
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class TruConnectTimeoutError(TruConnectError):
+    """Waiting for a remote condition (an order, a sensor condition) ran past its deadline."""
+
+
+class TruConnectPaginationError(TruConnectError):
+    """The API's pagination links loop or cannot be followed."""

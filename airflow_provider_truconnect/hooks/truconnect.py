@@ -1,0 +1,236 @@
+"""Airflow hook for the Truphone (1GLOBAL) Connect API.
+
+The hook maps an Airflow Connection onto the Airflow-free client core (:mod:`airflow_provider_truconnect.client`) and
+registers every token it obtains with Airflow's secret masker. It adds no HTTP logic of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+
+from airflow_provider_truconnect.client.auth import TokenCache
+from airflow_provider_truconnect.client.client import AsyncTruConnectClient, TruConnectClient
+from airflow_provider_truconnect.client.config import ClientConfig
+from airflow_provider_truconnect.client.errors import TruConnectError
+from airflow_provider_truconnect.client.resources import ConnectV2Resources
+from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.get_provider_info import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Connection
+
+
+class TruConnectHook(BaseHook, ConnectV2Resources):  # type: ignore[misc]
+    """Interact with the Connect API using OAuth2 client credentials from an Airflow Connection.
+
+    Connection fields: *host* = API base URL (default production), *login* = client ID, *password* = client secret;
+    extras ``oauth_url``, ``scope``, ``client_auth``, ``timeout``, ``max_retries``, ``verify_ssl``.
+    Tokens are cached per process and shared by every hook of the same credentials.
+
+    :param truconnect_conn_id: the Airflow connection id.
+    :param connection: use this Connection instead of looking one up (handy in tests).
+    :param clock: clock for token expiry (injectable for tests).
+    :param retry_policy: the retry policy (default: from the connection's ``max_retries``).
+    :param token_cache: the token cache (default: the process-wide one).
+    :param correlation_prefix: prefix for ``X-Correlation-ID`` values.
+    """
+
+    conn_name_attr = "truconnect_conn_id"
+    default_conn_name = "truconnect_default"
+    conn_type = CONN_TYPE
+    hook_name = HOOK_NAME
+
+    def __init__(
+        self,
+        truconnect_conn_id: str = default_conn_name,
+        *,
+        connection: Connection | None = None,
+        clock: Callable[[], float] | None = None,
+        retry_policy: RetryPolicy | None = None,
+        token_cache: TokenCache | None = None,
+        correlation_prefix: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(truconnect_conn_id, str) or not truconnect_conn_id:
+            raise TruConnectError("truconnect_conn_id must be a non-empty string")
+        self.truconnect_conn_id = truconnect_conn_id
+        self._connection = connection
+        self._clock = clock
+        self._retry_policy = retry_policy
+        self._token_cache = token_cache
+        self._correlation_prefix = correlation_prefix
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(truconnect_conn_id={self.truconnect_conn_id!r})"
+
+    @cached_property
+    def connection(self) -> Connection:
+        """The Airflow Connection, looked up once."""
+        return self._connection or self.get_connection(self.truconnect_conn_id)
+
+    @cached_property
+    def client_config(self) -> ClientConfig:
+        """The validated client configuration; raises :class:`TruConnectConfigError` naming a bad field."""
+        conn = self.connection
+        return ClientConfig.from_connection_fields(
+            host=conn.host, login=conn.login, password=conn.password, port=conn.port, extra=conn.extra_dejson
+        )
+
+    @cached_property
+    def client(self) -> TruConnectClient:
+        """The client (one ``requests.Session``), built on first use."""
+        return TruConnectClient(
+            self.client_config,
+            token_cache=self._token_cache,
+            clock=self._clock,
+            retry_policy=self._retry_policy,
+            on_new_token=mask_secret,
+            correlation_prefix=self._correlation_prefix,
+        )
+
+    def get_conn(self) -> TruConnectClient:
+        """Return the underlying :class:`TruConnectClient`."""
+        return self.client
+
+    def close(self) -> None:
+        """Close pooled HTTP connections."""
+        if "client" in self.__dict__:
+            self.client.close()
+            del self.__dict__["client"]
+
+    def __enter__(self) -> TruConnectHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Call the API and return the decoded JSON body (``None`` for 204).
+
+        :param method: HTTP method.
+        :param endpoint: path relative to the API base, e.g. ``/v2/sims/8944...``.
+        :param params: query parameters.
+        :param json: JSON body.
+        :param headers: extra headers.
+        :param idempotent: whether the request may be repeated; default true for GET/PUT/DELETE.
+        :return: the decoded body.
+        :raises TruConnectError: typed errors (auth, not found, rate limit, client, server, connection).
+        """
+        return self.client.request(method, endpoint, params=params, json=json, headers=headers, idempotent=idempotent)
+
+    def paginate(
+        self,
+        endpoint: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        page_size: int | None = None,
+        max_pages: int | None = None,
+    ) -> Iterator[Any]:
+        """Iterate over all items of a list endpoint, following ``_next`` links; memory stays flat.
+
+        :param endpoint: list endpoint, e.g. ``/v2/subscriptions``.
+        :param params: query parameters of the first page.
+        :param page_size: items per page.
+        :param max_pages: stop after this many pages.
+        :return: an iterator over items.
+        """
+        return self.client.paginate(endpoint, params=params, page_size=page_size, max_pages=max_pages)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Obtain a token and make one cheap authenticated call (the first product page).
+
+        :return: ``(True, message)`` on success, ``(False, reason)`` otherwise; never raises, never shows a secret.
+        """
+        try:
+            self.client.request("GET", "/v2/products", params={"page": 1, "page_size": 1})
+        except TruConnectError as exc:
+            return False, str(exc)
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: connection test failed"
+        finally:
+            self.close()
+        return True, f"Obtained an OAuth2 token and listed products at {self.client_config.api_base}"
+
+    async def aget_client_config(self) -> ClientConfig:
+        """Build the client configuration with Airflow's async connection APIs (for triggers).
+
+        Never touches ``extra_dejson`` on the event loop (it would block on the supervisor).
+        """
+        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+
+        conn = self._connection or await get_async_connection(self.truconnect_conn_id, hook=self)
+        extra = await get_async_extra_dejson(conn)
+        return ClientConfig.from_connection_fields(
+            host=conn.host, login=conn.login, password=conn.password, port=conn.port, extra=extra
+        )
+
+    async def get_async_client(self) -> AsyncTruConnectClient:
+        """Build an :class:`AsyncTruConnectClient` whose new tokens are masked without blocking the loop.
+
+        :return: a client; close it with ``await client.aclose()``.
+        """
+        return AsyncTruConnectClient(
+            await self.aget_client_config(),
+            token_cache=self._token_cache,
+            clock=self._clock,
+            retry_policy=self._retry_policy,
+            on_new_token_async=_amask_secret,
+            correlation_prefix=self._correlation_prefix,
+        )
+
+    # Connection form for Airflow < 3.2; 3.2+ reads the same data declaratively from get_provider_info().
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Return the legacy custom field behaviour (hidden, relabelled and placeholder fields)."""
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Return the legacy extra-field widgets (Airflow < 3.2, where Flask-AppBuilder and wtforms exist)."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONN_FIELDS.items():
+            types = spec["schema"]["type"]
+            label = lazy_gettext(spec["label"])
+            if "boolean" in types:
+                widgets[name] = BooleanField(label, description=spec["description"], default=True)
+            elif "integer" in types or "number" in types:
+                widgets[name] = IntegerField(
+                    label,
+                    widget=BS3TextFieldWidget(),
+                    validators=[Optional(), NumberRange(min=0)],
+                    description=spec["description"],
+                )
+            else:
+                widgets[name] = StringField(label, widget=BS3TextFieldWidget(), description=spec["description"])
+        return widgets
+
+
+async def _amask_secret(value: str) -> None:
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # Airflow 2: masking is local to the process and does not block
+        mask_secret(value)
+        return
+    await amask_secret(value)
