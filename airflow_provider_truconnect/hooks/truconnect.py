@@ -14,7 +14,7 @@ from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_provider_truconnect.client.auth import TokenCache
 from airflow_provider_truconnect.client.client import AsyncTruConnectClient, TruConnectClient
-from airflow_provider_truconnect.client.config import ClientConfig
+from airflow_provider_truconnect.client.config import ClientConfig, normalise_extra
 from airflow_provider_truconnect.client.errors import TruConnectError
 from airflow_provider_truconnect.client.resources import ConnectV2Resources
 from airflow_provider_truconnect.client.retry import RetryPolicy
@@ -76,6 +76,7 @@ class TruConnectHook(BaseHook, ConnectV2Resources):  # type: ignore[misc]
     def client_config(self) -> ClientConfig:
         """The validated client configuration; raises :class:`TruConnectConfigError` naming a bad field."""
         conn = self.connection
+        _check_extra_text(conn)
         return ClientConfig.from_connection_fields(
             host=conn.host, login=conn.login, password=conn.password, port=conn.port, extra=conn.extra_dejson
         )
@@ -172,6 +173,7 @@ class TruConnectHook(BaseHook, ConnectV2Resources):  # type: ignore[misc]
         from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 
         conn = self._connection or await get_async_connection(self.truconnect_conn_id, hook=self)
+        _check_extra_text(conn)
         extra = await get_async_extra_dejson(conn)
         return ClientConfig.from_connection_fields(
             host=conn.host, login=conn.login, password=conn.password, port=conn.port, extra=extra
@@ -225,6 +227,13 @@ class TruConnectHook(BaseHook, ConnectV2Resources):  # type: ignore[misc]
             else:
                 widgets[name] = StringField(label, widget=BS3TextFieldWidget(), description=spec["description"])
         return widgets
+
+
+def _check_extra_text(conn: Connection) -> None:
+    """Refuse an extra that is not a JSON object; Airflow itself would log it and carry on with no extras."""
+    raw = getattr(conn, "extra", None)
+    if isinstance(raw, str) and raw.strip():
+        normalise_extra(raw)
 
 
 async def _amask_secret(value: str) -> None:
