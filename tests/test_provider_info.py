@@ -67,7 +67,7 @@ def _airflow(*args: str) -> str:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     # The CLI may print notices before the JSON document.
-    return result.stdout[result.stdout.index("[") :]
+    return result.stdout[result.stdout.index("[{") :]
 
 
 def test_airflow_cli_lists_the_provider_and_its_connection_type() -> None:

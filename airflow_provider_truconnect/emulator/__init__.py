@@ -1,0 +1,32 @@
+"""Local emulator of the Truphone/1GLOBAL Connect API v2 and its Keycloak token server.
+
+Public names are loaded lazily so that importing the package (e.g. through the pytest plugin) costs nothing until the
+emulator is actually used. The emulator never imports Airflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_truconnect.emulator.config import EmulatorConfig
+    from airflow_provider_truconnect.emulator.server import EmulatorControl, RunningEmulator, run_emulator
+    from airflow_provider_truconnect.emulator.state import EmulatorState
+
+__all__ = ["EmulatorConfig", "EmulatorControl", "EmulatorState", "RunningEmulator", "run_emulator"]
+
+_LOCATIONS = {
+    "EmulatorConfig": "config",
+    "EmulatorControl": "server",
+    "RunningEmulator": "server",
+    "run_emulator": "server",
+    "EmulatorState": "state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
