@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
 
 
-class TruConnectHook(BaseHook, ConnectV2Resources):  # type: ignore[misc]
+class TruConnectHook(BaseHook, ConnectV2Resources):
     """Interact with the Connect API using OAuth2 client credentials from an Airflow Connection.
 
     Connection fields: *host* = API base URL (default production), *login* = client ID, *password* = client secret;

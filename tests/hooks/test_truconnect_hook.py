@@ -65,7 +65,11 @@ def masked(mocker: Any) -> list[str]:
 
 
 def test_one_token_for_100_calls_across_3_hooks_and_8_threads(
-    clocked: RunningEmulator, fake_clock: FakeClock, cache: TokenCache, monkeypatch: pytest.MonkeyPatch, masked: list[str]
+    clocked: RunningEmulator,
+    fake_clock: FakeClock,
+    cache: TokenCache,
+    monkeypatch: pytest.MonkeyPatch,
+    masked: list[str],
 ) -> None:
     set_conn(monkeypatch, clocked)
     hooks = [make_hook(fake_clock, cache) for _ in range(3)]
@@ -266,7 +270,9 @@ def test_test_connection(clocked: RunningEmulator, monkeypatch: pytest.MonkeyPat
     assert "wrong-secret-123" not in message
 
 
-def test_resource_methods_and_encoded_ids(truconnect_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resource_methods_and_encoded_ids(
+    truconnect_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     set_conn(monkeypatch, truconnect_emulator)
     hook = TruConnectHook(CONN_ID, token_cache=TokenCache())
     product = next(iter(hook.list_products()))
@@ -321,7 +327,9 @@ def test_create_order_and_poll(truconnect_emulator: RunningEmulator, monkeypatch
     assert [o["id"] for o in recorded] == [created["id"]]
 
 
-def test_order_body_is_checked_before_sending(truconnect_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_order_body_is_checked_before_sending(
+    truconnect_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     set_conn(monkeypatch, truconnect_emulator)
     hook = TruConnectHook(CONN_ID, token_cache=TokenCache())
     with pytest.raises(TruConnectConfigError, match=r"order\.subscriber\.email"):
