@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 VENV211 := .venv-af211
 BIN := $(VENV)/bin
-UV := $(BIN)/uv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
 PYTEST_ARGS ?=
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONDONTWRITEBYTECODE := 1
@@ -18,11 +19,13 @@ help:
 	@echo "make bench  - benchmarks, written to BENCHMARKS.md"
 	@echo "make emulator - start the Connect API emulator on 127.0.0.1:8765"
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+# uv lives in its own small venv, so the test environments hold only what the lock files say.
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --disable-pip-version-check uv==0.13.9
 
-$(UV): $(BIN)/python
-	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
+$(BIN)/python: | $(UV)
+	$(UV) venv -q --allow-existing -p $(PYTHON) $(VENV)
 
 $(VENV)/.installed: requirements/airflow-3.3.txt pyproject.toml | $(UV)
 	$(UV) pip install -q --python $(BIN)/python -r requirements/airflow-3.3.txt
@@ -79,4 +82,4 @@ lock: $(UV)
 	$(UV) pip compile -q -p 3.11 --upgrade requirements/airflow-2.11.in -o requirements/airflow-2.11.txt
 
 clean:
-	rm -rf $(VENV) $(VENV211) .pytest_cache .mypy_cache .ruff_cache test-results
+	rm -rf $(VENV) $(VENV211) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache test-results
