@@ -13,8 +13,10 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectOrderUncertainError,
     TruConnectPaginationError,
     TruConnectRateLimitError,
+    TruConnectResponseCheckError,
     TruConnectServerError,
     TruConnectTimeoutError,
+    TruConnectXComTooLargeError,
 )
 
 __all__ = [
@@ -28,6 +30,8 @@ __all__ = [
     "TruConnectOrderUncertainError",
     "TruConnectPaginationError",
     "TruConnectRateLimitError",
+    "TruConnectResponseCheckError",
     "TruConnectServerError",
     "TruConnectTimeoutError",
+    "TruConnectXComTooLargeError",
 ]

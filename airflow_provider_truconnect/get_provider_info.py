@@ -44,22 +44,26 @@ CONN_FIELDS: dict[str, Any] = {
         "label": "Client authentication",
         "description": "How the client ID and secret are sent to the token endpoint: in the form body "
         "(client_secret_post, the documented way) or as HTTP Basic (client_secret_basic).",
-        "schema": {"type": ["string", "null"], "enum": ["client_secret_post", "client_secret_basic", None]},
+        "schema": {
+            "type": ["string", "null"],
+            "enum": ["client_secret_post", "client_secret_basic"],
+            "default": "client_secret_post",
+        },
     },
     "timeout": {
         "label": "Timeout (seconds)",
         "description": "Read timeout of each request. Default 30.",
-        "schema": {"type": ["number", "null"], "minimum": 1},
+        "schema": {"type": ["number", "null"], "minimum": 1, "default": 30},
     },
     "max_retries": {
         "label": "Max retries",
         "description": "Retries of a failed request that is safe to repeat (never a possibly-placed order). Default 4.",
-        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
+        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 10, "default": 4},
     },
     "verify_ssl": {
         "label": "Verify TLS certificates",
         "description": "Verify the server's TLS certificate. Default true; turn off only for a test server.",
-        "schema": {"type": ["boolean", "null"]},
+        "schema": {"type": ["boolean", "null"], "default": True},
     },
 }
 

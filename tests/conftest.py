@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["tests.task_fixtures"]
+
 # Before Airflow is imported anywhere: a throw-away home, no example DAGs, unit-test mode off the user's config.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="truconnect-tests-airflow-"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"

@@ -16,8 +16,10 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectOrderUncertainError,
     TruConnectPaginationError,
     TruConnectRateLimitError,
+    TruConnectResponseCheckError,
     TruConnectServerError,
     TruConnectTimeoutError,
+    TruConnectXComTooLargeError,
 )
 from airflow_provider_truconnect.client.models import OrderStatus, SimStatus, SubscriptionStatus
 from airflow_provider_truconnect.client.retry import RetryPolicy
@@ -44,6 +46,8 @@ __all__ = [
     "TruConnectOrderUncertainError",
     "TruConnectPaginationError",
     "TruConnectRateLimitError",
+    "TruConnectResponseCheckError",
     "TruConnectServerError",
     "TruConnectTimeoutError",
+    "TruConnectXComTooLargeError",
 ]

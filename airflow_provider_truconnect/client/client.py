@@ -6,8 +6,11 @@ manager, the retry policy, response interpretation and the request log line. No 
 
 from __future__ import annotations
 
+import functools
 import json as jsonlib
 import logging
+import os.path
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -127,16 +130,28 @@ class _ClientCore:
         )
 
     def token_from_response(
-        self, grant: GrantRequest, response: RawResponse, previous: Token | None, sent_at: float
+        self, grant: GrantRequest, response: RawResponse, previous: Token | None, sent_at: float, correlation_id: str
     ) -> Token:
         try:
             body = decode_json(response.content) if response.content else None
         except ValueError:
             body = None
         if response.status != 200:
-            raise token_endpoint_error(response.status, body)
+            raise token_endpoint_error(response.status, body, correlation_id)
+        try:
+            token = parse_token_response(body, sent_at, previous)
+        except TruConnectError as exc:
+            exc.correlation_id = correlation_id
+            exc.args = (exc._render(),)
+            raise
         log.info("Obtained a new access token (%s grant)", grant.grant_type)
-        return parse_token_response(body, sent_at, previous)
+        return token
+
+    @staticmethod
+    def before_sending(exc: TruConnectError) -> TruConnectError:
+        """Mark a failure to obtain the token for an API request: that request never left, so it may be repeated."""
+        exc.sent = False
+        return exc
 
     def uncertain(self, method: str, url: str, exc: TruConnectError, correlation_id: str) -> TruConnectError:
         """Wrap a failure of a non-idempotent order request that may have been processed."""
@@ -288,7 +303,7 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
                 data=grant.form,
                 auth=grant.basic_auth,
             )
-            return self.token_from_response(grant, resp, previous, sent_at)
+            return self.token_from_response(grant, resp, previous, sent_at, cid)
 
         return self.retry_policy.call(attempt, idempotent=True, describe=f"token request ({grant.grant_type})")
 
@@ -327,14 +342,20 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
             cid = self.new_correlation_id()
             cid_box.append(cid)
             base = self.base_headers(cid, headers, body is not None)
-            token = self.token()
+            try:
+                token = self.token()
+            except TruConnectError as exc:
+                raise self.before_sending(exc) from None
             resp = self._send(
                 method, url, headers={**base, "Authorization": token.authorization}, params=params, data=body
             )
             if resp.status == 401:
                 # One forced renewal: the token may have been revoked or expired early.
                 self.tokens.invalidate(token)
-                token = self.token()
+                try:
+                    token = self.token()
+                except TruConnectError as exc:
+                    raise self.before_sending(exc) from None
                 resp = self._send(
                     method, url, headers={**base, "Authorization": token.authorization}, params=params, data=body
                 )
@@ -393,6 +414,22 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
         log.info("Pagination of %s done: %d pages, %d items", endpoint, pages, items)
 
 
+@functools.lru_cache(maxsize=8)
+def _shared_ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
+    """One SSL context per ``verify_ssl`` value for all async clients of the process.
+
+    Building one loads the CA bundle (about 0.1 s of CPU) and would block the triggerer's event loop for every trigger
+    that starts; a context can be shared by any number of clients.
+    """
+    if verify is False:
+        return False
+    if isinstance(verify, str):
+        if os.path.isdir(verify):
+            return ssl.create_default_context(capath=verify)
+        return ssl.create_default_context(cafile=verify)
+    return httpx.create_ssl_context()
+
+
 class AsyncTruConnectClient(_ClientCore):
     """Asynchronous Connect API client over one ``httpx.AsyncClient``, for triggers.
 
@@ -421,7 +458,7 @@ class AsyncTruConnectClient(_ClientCore):
         )
         self._owns_client = http_client is None
         self.http = http_client or httpx.AsyncClient(
-            verify=config.verify_ssl,
+            verify=_shared_ssl_context(config.verify_ssl),
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             follow_redirects=False,
@@ -485,7 +522,7 @@ class AsyncTruConnectClient(_ClientCore):
                 data=grant.form,
                 auth=grant.basic_auth,
             )
-            return self.token_from_response(grant, resp, previous, sent_at)
+            return self.token_from_response(grant, resp, previous, sent_at, cid)
 
         return await self.retry_policy.acall(attempt, idempotent=True, describe=f"token request ({grant.grant_type})")
 
@@ -518,13 +555,19 @@ class AsyncTruConnectClient(_ClientCore):
             cid = self.new_correlation_id()
             cid_box.append(cid)
             base = self.base_headers(cid, headers, body is not None)
-            token = await self.token()
+            try:
+                token = await self.token()
+            except TruConnectError as exc:
+                raise self.before_sending(exc) from None
             resp = await self._send(
                 method, url, headers={**base, "Authorization": token.authorization}, params=params, data=body
             )
             if resp.status == 401:
                 self.tokens.invalidate(token)
-                token = await self.token()
+                try:
+                    token = await self.token()
+                except TruConnectError as exc:
+                    raise self.before_sending(exc) from None
                 resp = await self._send(
                     method, url, headers={**base, "Authorization": token.authorization}, params=params, data=body
                 )

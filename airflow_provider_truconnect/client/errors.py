@@ -23,6 +23,8 @@ class TruConnectError(Exception):
     :param messages: the API's error messages.
     :param correlation_id: the ``X-Correlation-ID`` sent with the request.
     :param retryable: whether repeating the same request may succeed.
+    :param sent: ``False`` when the failed request provably never reached the API (connection refused, or no token
+        could be obtained for it), so that even a non-idempotent request may be repeated.
     """
 
     default_retryable = False
@@ -36,8 +38,10 @@ class TruConnectError(Exception):
         messages: Sequence[str] = (),
         correlation_id: str | None = None,
         retryable: bool | None = None,
+        sent: bool = True,
     ) -> None:
         self.message = message
+        self.sent = sent
         self.status_code = status_code
         self.error_type = error_type
         self.messages = tuple(messages)
@@ -127,17 +131,9 @@ class TruConnectServerError(TruConnectError):
 
 
 class TruConnectConnectionError(TruConnectError):
-    """The request did not complete: connection refused or dropped, or a timeout.
-
-    :param sent: ``False`` when the request provably never reached the server (connection refused), so that even a
-        non-idempotent request may be repeated.
-    """
+    """The request did not complete: connection refused or dropped, or a timeout (``sent=False``: refused)."""
 
     default_retryable = True
-
-    def __init__(self, message: str, *, sent: bool = True, **kwargs: object) -> None:
-        self.sent = sent
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
 class TruConnectOrderUncertainError(TruConnectError):
@@ -161,3 +157,11 @@ class TruConnectTimeoutError(TruConnectError):
 
 class TruConnectPaginationError(TruConnectError):
     """The API's pagination links loop or cannot be followed."""
+
+
+class TruConnectResponseCheckError(TruConnectError):
+    """A ``response_check`` callable returned a false value."""
+
+
+class TruConnectXComTooLargeError(TruConnectError):
+    """The value an operator would return is too large to push to XCom."""

@@ -17,8 +17,11 @@ _BASE_PLACEHOLDER = "{BASE_URL}"
 
 
 def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a malformed host or port in a link the server sent
+        raise TruConnectPaginationError("Pagination link is not a valid URL") from None
     return parts.scheme, f"{(parts.hostname or '').lower()}:{port}"
 
 
@@ -39,7 +42,12 @@ def join_link(api_base: str, link: str) -> str:
         raise TruConnectPaginationError("Empty pagination link")
     if link.startswith(_BASE_PLACEHOLDER):
         return base + "/" + link[len(_BASE_PLACEHOLDER) :].lstrip("/")
-    if "://" in link:
+    try:
+        absolute = bool(urlsplit(link).scheme or urlsplit(link).netloc)
+    except ValueError:
+        raise TruConnectPaginationError("Pagination link is not a valid URL") from None
+    # A relative link may carry a URL in its query string: only a scheme or a host makes a link absolute.
+    if absolute:
         if _origin(link) != _origin(base):
             raise TruConnectPaginationError(
                 "Pagination link points to another origin; refusing to send credentials there"

@@ -2,13 +2,15 @@
 
 Idempotent requests are retried on connection errors, timeouts, 429 and 500/502/503/504 with exponential backoff and
 full jitter, honouring ``Retry-After`` (seconds or an HTTP date, capped). A request that is not idempotent
-(``POST /v2/orders``) is retried only when it provably was not processed: the connection was refused, or the API
-answered 429. The policy drives tenacity for sync code and its ``AsyncRetrying`` twin for async code.
+(``POST /v2/orders``) is retried only when it provably was not processed: the connection was refused, no token could
+be obtained for it, or the API answered 429. The policy drives tenacity for sync code and its ``AsyncRetrying`` twin
+for async code; a retry loop started inside another (the token fetched for an API call) makes one attempt only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import logging
 import random
@@ -19,11 +21,7 @@ from typing import TypeVar
 
 import tenacity
 
-from airflow_provider_truconnect.client.errors import (
-    TruConnectConnectionError,
-    TruConnectError,
-    TruConnectRateLimitError,
-)
+from airflow_provider_truconnect.client.errors import TruConnectError, TruConnectRateLimitError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +29,12 @@ T = TypeVar("T")
 
 #: Statuses worth repeating an idempotent request for.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Longest exponent of the backoff; larger attempt numbers would overflow a float long after ``backoff_max`` caps them.
+_MAX_EXPONENT = 62
+#: Set while a retry loop runs in this thread or task: a loop started inside it (the token fetched by an API call)
+#: makes a single attempt and leaves the retrying to the outer loop, so that attempts and waiting stay within one budget
+#: instead of multiplying (5 attempts x 5 token attempts).
+_IN_RETRY_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar("truconnect_in_retry_loop", default=False)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -93,7 +97,7 @@ class RetryPolicy:
         # Not idempotent: only failures that prove the server did not act on the request.
         if isinstance(exc, TruConnectRateLimitError):
             return True
-        return isinstance(exc, TruConnectConnectionError) and not exc.sent
+        return not exc.sent
 
     def _hint(self, exc: BaseException | None) -> float | None:
         hint = getattr(exc, "retry_after", None)
@@ -102,7 +106,7 @@ class RetryPolicy:
         return None
 
     def _ceiling(self, attempt: int) -> float:
-        return min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
+        return min(self.backoff_max, self.backoff_base * 2.0 ** min(attempt - 1, _MAX_EXPONENT))
 
     def backoff(self, attempt: int, exc: BaseException | None) -> float:
         """Seconds to wait before attempt ``attempt + 1``.
@@ -159,14 +163,26 @@ class RetryPolicy:
         :return: ``fn``'s result.
         :raises TruConnectError: the last failure when retries are exhausted or the failure is not retryable.
         """
+        if _IN_RETRY_LOOP.get():
+            return fn()
         retrying = tenacity.Retrying(sleep=self.sleep, **self._tenacity_kwargs(idempotent, describe))  # type: ignore[arg-type]
-        result: T = retrying(fn)
+        reset = _IN_RETRY_LOOP.set(True)
+        try:
+            result: T = retrying(fn)
+        finally:
+            _IN_RETRY_LOOP.reset(reset)
         return result
 
     async def acall(self, fn: Callable[[], Awaitable[T]], *, idempotent: bool, describe: str) -> T:
         """Async twin of :meth:`call`."""
+        if _IN_RETRY_LOOP.get():
+            return await fn()
         retrying = tenacity.AsyncRetrying(sleep=self.asleep, **self._tenacity_kwargs(idempotent, describe))  # type: ignore[arg-type]
-        return await retrying(fn)
+        reset = _IN_RETRY_LOOP.set(True)
+        try:
+            return await retrying(fn)
+        finally:
+            _IN_RETRY_LOOP.reset(reset)
 
 
 __all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]

@@ -1,0 +1,367 @@
+"""Operators against the emulator over real sockets, with a hand-built task context (no database)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
+
+from airflow_provider_truconnect.client.errors import (
+    TruConnectConfigError,
+    TruConnectError,
+    TruConnectNotFoundError,
+    TruConnectOrderFailedError,
+    TruConnectOrderUncertainError,
+    TruConnectTimeoutError,
+)
+from airflow_provider_truconnect.emulator.server import RunningEmulator
+from airflow_provider_truconnect.operators.truconnect import (
+    ORDER_ID_XCOM_KEY,
+    TruConnectCreateOrderOperator,
+    TruConnectOperator,
+    TruConnectResponseCheckError,
+    TruConnectXComTooLargeError,
+)
+from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger
+
+Body = Callable[..., dict[str, Any]]
+Ctx = Callable[..., dict[str, Any]]
+STORE_KEY = TruConnectCreateOrderOperator.external_id_key
+
+
+def created_orders(emu: RunningEmulator) -> list[dict[str, Any]]:
+    return list(emu.control.stats()["orders_created"])
+
+
+def order_op(body: Any, **kwargs: Any) -> TruConnectCreateOrderOperator:
+    kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("deferrable", False)
+    return TruConnectCreateOrderOperator(task_id="place_order", order=body, **kwargs)
+
+
+# ======================================================================================== TruConnectOperator
+class TestTruConnectOperator:
+    def test_get_returns_the_json(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        op = TruConnectOperator(task_id="t", endpoint="/v2/products", query={"page_size": 3})
+        result = op.execute(make_ctx())
+        assert len(result["data"]) == 3
+        assert op.template_fields == ("endpoint", "query", "body", "headers")
+
+    def test_paginate_collects_every_item(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        op = TruConnectOperator(
+            task_id="t",
+            endpoint="/v2/subscriptions",
+            paginate=True,
+            page_size=50,
+            response_filter=lambda items: [s["id"] for s in items],
+        )
+        ids = op.execute(make_ctx())
+        assert len(ids) == len(set(ids)) == 200  # the emulator seeds 200 subscriptions for the default client
+        assert emu.control.stats()["requests_by_route"]["GET /v2/subscriptions"]["200"] == 4
+
+    def test_response_check_and_filter_receive_context_kwargs(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        seen: dict[str, Any] = {}
+
+        def check(response: Any, ds: str) -> bool:
+            seen["ds"] = ds
+            return bool(response["data"])
+
+        def keep(response: Any, **context: Any) -> Any:
+            seen["keys"] = set(context)
+            return [p["id"] for p in response["data"]]
+
+        op = TruConnectOperator(task_id="t", endpoint="/v2/products", response_check=check, response_filter=keep)
+        result = op.execute(make_ctx())
+        assert seen["ds"] == "2026-01-01"
+        assert {"ti", "ds", "run_id"} <= seen["keys"]
+        assert all(isinstance(i, str) for i in result)
+
+    def test_failing_response_check_raises_a_typed_error(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        op = TruConnectOperator(task_id="t", endpoint="/v2/products", response_check=lambda response: False)
+        with pytest.raises(TruConnectResponseCheckError, match="/v2/products"):
+            op.execute(make_ctx())
+
+    def test_oversized_result_is_refused_with_advice(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        op = TruConnectOperator(task_id="t", endpoint="/v2/subscriptions", paginate=True, max_xcom_bytes=1000)
+        with pytest.raises(TruConnectXComTooLargeError, match="response_filter.*paginate=True"):
+            op.execute(make_ctx())
+
+    def test_non_json_result_is_refused(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        op = TruConnectOperator(task_id="t", endpoint="/v2/products", response_filter=lambda r: {1, 2})
+        with pytest.raises(TruConnectXComTooLargeError, match="not JSON-serialisable"):
+            op.execute(make_ctx())
+
+    def test_api_errors_stay_typed(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        op = TruConnectOperator(task_id="t", endpoint="/v2/sims/0000")
+        with pytest.raises(TruConnectNotFoundError):
+            op.execute(make_ctx())
+
+    def test_rendered_endpoint_is_checked_again(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        op = TruConnectOperator(task_id="t", endpoint="{{ params.path }}")
+        op.endpoint = "/v2/products?page=2"  # what a template could render to
+        with pytest.raises(TruConnectConfigError, match="endpoint"):
+            op.execute(make_ctx())
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"endpoint": ""}, "endpoint"),
+            ({"endpoint": "/v2/x?a=1"}, "endpoint"),
+            ({"endpoint": "/v2/x", "method": "FETCH"}, "method"),
+            ({"endpoint": "/v2/x", "method": 1}, "method"),
+            ({"endpoint": "/v2/x", "query": [("a", 1)]}, "query"),
+            ({"endpoint": "/v2/x", "headers": "X-A: 1"}, "headers"),
+            ({"endpoint": "/v2/x", "method": "POST", "paginate": True}, "paginate"),
+            ({"endpoint": "/v2/x", "paginate": True, "page_size": 0}, "page_size"),
+            ({"endpoint": "/v2/x", "page_size": 10}, "page_size"),
+            ({"endpoint": "/v2/x", "response_check": "yes"}, "response_check"),
+            ({"endpoint": "/v2/x", "response_filter": 1}, "response_filter"),
+            ({"endpoint": "/v2/x", "max_xcom_bytes": 0}, "max_xcom_bytes"),
+        ],
+    )
+    def test_arguments_are_validated_naming_the_field(self, kwargs: dict[str, Any], field: str) -> None:
+        with pytest.raises(TruConnectConfigError) as info:
+            TruConnectOperator(task_id="t", **kwargs)
+        assert info.value.field == field
+
+    def test_no_hook_or_connection_lookup_in_init(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("AIRFLOW_CONN_TRUCONNECT_DEFAULT", raising=False)
+        op = TruConnectOperator(task_id="t", endpoint="/v2/products", method="get")
+        assert op.method == "GET"
+        assert "hook" not in op.__dict__
+
+
+# =============================================================================== TruConnectCreateOrderOperator
+class TestCreateOrderOnWorker:
+    def test_places_once_waits_and_returns_the_summary(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any
+    ) -> None:
+        ti = make_ti()
+        summary = order_op(order_body()).execute(make_ctx(ti=ti))
+        assert summary["status"] == "COMPLETED"
+        assert {"order_id", "iccid", "matching_id", "subscription_id", "lpa", "qr_code_url"} <= set(summary)
+        assert ti.xcoms[ORDER_ID_XCOM_KEY] == summary["order_id"]
+        assert [o["id"] for o in created_orders(emu)] == [summary["order_id"]]
+
+    def test_json_string_body_is_parsed(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        summary = order_op(json.dumps(order_body())).execute(make_ctx())
+        assert summary["status"] == "COMPLETED"
+
+    def test_no_wait_returns_the_accepted_order(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        summary = order_op(order_body(), wait_for_completion=False).execute(make_ctx())
+        assert summary["status"] == "ACCEPTED"
+        assert emu.control.stats()["requests_by_route"].get("GET /v2/orders/{order_id}") is None
+
+    def test_failed_order_raises_with_the_api_messages(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx
+    ) -> None:
+        with pytest.raises(TruConnectOrderFailedError) as info:
+            order_op(order_body(email="jane+fail@example.com")).execute(make_ctx())
+        assert info.value.error_type == "ORDER_FAILED"
+        assert info.value.messages == ("Subscriber could not be provisioned",)
+        assert "Subscriber could not be provisioned" in str(info.value)
+        assert info.value.order_id == created_orders(emu)[0]["id"]
+
+    def test_wait_timeout(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        op = order_op(order_body(email="jane+slow@example.com"), wait_timeout=0.15)
+        with pytest.raises(TruConnectTimeoutError, match="not finished within"):
+            op.execute(make_ctx())
+        assert len(created_orders(emu)) == 1
+
+    def test_invalid_body_fails_before_any_request(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        with pytest.raises(TruConnectConfigError) as info:
+            order_op({"operation_type": "ACTIVATION", "sim_type": "ESIM"})
+        assert info.value.field == "order.product"
+        op = order_op('{"operation_type": "TOPUP", "sim_type": "ESIM", "product": {"id": "p"}, "subscriber": {}}')
+        with pytest.raises(TruConnectConfigError) as info:
+            op.execute(make_ctx())
+        assert info.value.field == "order.subscriber.sim.iccid"
+        with pytest.raises(TruConnectConfigError, match="not valid JSON"):
+            order_op("{not json").execute(make_ctx())
+        assert emu.control.stats()["requests_total"] == 0
+
+    def test_templated_body_is_validated_after_rendering(self, order_body: Body) -> None:
+        body = order_body()
+        body["country"] = "{{ params.country }}"
+        op = order_op(body)  # would fail the alpha-2 check if validated before rendering
+        assert op.order["country"] == "{{ params.country }}"
+
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [({"order": 42}, "order"), ({"poll_interval": 0}, "poll_interval"), ({"wait_timeout": -1}, "wait_timeout")],
+    )
+    def test_arguments_are_validated(self, order_body: Body, kwargs: dict[str, Any], field: str) -> None:
+        kwargs = {"order": order_body(), **kwargs}
+        with pytest.raises(TruConnectConfigError) as info:
+            TruConnectCreateOrderOperator(task_id="t", **kwargs)
+        assert info.value.field == field
+
+    def test_uncertain_order_is_not_repeated(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        # The order is created, then the answer is lost: the client must not POST again.
+        emu.control.add_fault(route="POST /v2/orders", status=503, after=True, count=1)
+        with pytest.raises(TruConnectOrderUncertainError, match="MAY have been created"):
+            order_op(order_body()).execute(make_ctx())
+        assert len(created_orders(emu)) == 1
+
+    def test_transient_poll_errors_do_not_fail_the_wait(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx
+    ) -> None:
+        emu.control.add_fault(route="GET /v2/orders/{order_id}", status=503, count=1)
+        emu.control.add_fault(route="GET /v2/orders/{order_id}", status=429, retry_after=0, count=1)
+        assert order_op(order_body()).execute(make_ctx())["status"] == "COMPLETED"
+
+
+class TestCreateOrderDeferrable:
+    def test_defers_to_the_order_trigger(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        op = order_op(order_body(), deferrable=True, poll_interval=2.0, wait_timeout=600, truconnect_conn_id="x")
+        emu_conn = emu.connection_json()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AIRFLOW_CONN_X", emu_conn)
+            before = time.time()
+            with pytest.raises(TaskDeferred) as info:
+                op.execute(make_ctx())
+        deferred = info.value
+        assert deferred.method_name == "execute_complete"
+        assert isinstance(deferred.trigger, TruConnectOrderTrigger)
+        classpath, kwargs = deferred.trigger.serialize()
+        order_id = created_orders(emu)[0]["id"]
+        assert kwargs["order_id"] == order_id
+        assert kwargs["truconnect_conn_id"] == "x"
+        assert kwargs["poll_interval"] == 2.0
+        assert before + 600 <= kwargs["end_time"] <= time.time() + 600
+        assert deferred.timeout is not None and deferred.timeout.total_seconds() >= 600
+
+    def test_deferral_round_trip(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        op = order_op(order_body(), deferrable=True)
+        context = make_ctx()
+        with pytest.raises(TaskDeferred) as info:
+            op.execute(context)
+
+        async def fire() -> dict[str, Any]:
+            gen = info.value.trigger.run()
+            event = await anext(gen)
+            await gen.aclose()
+            payload: dict[str, Any] = event.payload
+            return payload
+
+        event = asyncio.run(fire())
+        summary = getattr(op, info.value.method_name)(context, event=event, **(info.value.kwargs or {}))
+        assert summary["status"] == "COMPLETED"
+        assert summary["order_id"] == context["ti"].xcoms[ORDER_ID_XCOM_KEY]
+
+    def test_execute_complete_success(self, order_body: Body, make_ctx: Ctx) -> None:
+        summary = {"order_id": "o1", "status": "COMPLETED", "iccid": "8944"}
+        event = {"status": "success", "message": "ok", "order_id": "o1", "summary": summary}
+        assert order_op(order_body()).execute_complete(make_ctx(), event) == summary
+
+    def test_execute_complete_failed(self, order_body: Body, make_ctx: Ctx) -> None:
+        event = {
+            "status": "failed",
+            "message": "Order o1 FAILED: ORDER_FAILED: nope",
+            "order_id": "o1",
+            "summary": {"order_id": "o1", "status": "FAILED"},
+            "error_type": "ORDER_FAILED",
+            "messages": ["nope"],
+        }
+        with pytest.raises(TruConnectOrderFailedError) as info:
+            order_op(order_body()).execute_complete(make_ctx(), event)
+        assert (info.value.order_id, info.value.error_type, info.value.messages) == ("o1", "ORDER_FAILED", ("nope",))
+
+    def test_execute_complete_timeout(self, order_body: Body, make_ctx: Ctx) -> None:
+        event = {"status": "timeout", "message": "Order o1 not finished by the deadline", "order_id": "o1"}
+        with pytest.raises(TruConnectTimeoutError, match="not finished by the deadline"):
+            order_op(order_body()).execute_complete(make_ctx(), event)
+
+    @pytest.mark.parametrize("event", [{"status": "error", "message": "HTTP 401"}, None, {"status": "weird"}])
+    def test_execute_complete_error(self, order_body: Body, make_ctx: Ctx, event: Any) -> None:
+        with pytest.raises(TruConnectError):
+            order_op(order_body()).execute_complete(make_ctx(), event)
+
+
+@pytest.mark.af3
+class TestCreateOrderRetrySafetyWithTaskStateStore:
+    """Airflow 3.3 ``ResumableJobMixin``: the order id lives in the task state store shared by all tries."""
+
+    def test_retry_reattaches_to_the_running_order(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        first = order_op(order_body(email="jane+slow@example.com"), wait_timeout=0.1)
+        with pytest.raises(TruConnectTimeoutError):
+            first.execute(make_ctx(ti=make_ti(try_number=1), store=state_store))
+        order_id = state_store.data[STORE_KEY]
+        emu.control.advance(60)  # the slow order completes meanwhile
+        retry = order_op(order_body(email="jane+slow@example.com"))
+        summary = retry.execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert summary["order_id"] == order_id and summary["status"] == "COMPLETED"
+        assert [o["id"] for o in created_orders(emu)] == [order_id]
+
+    def test_retry_of_a_still_running_order_waits_for_it(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        first = order_op(order_body(), wait_for_completion=False)
+        order_id = first.execute(make_ctx(store=state_store))["order_id"]
+        summary = order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert summary == {**summary, "order_id": order_id, "status": "COMPLETED"}
+        assert len(created_orders(emu)) == 1
+
+    def test_deferrable_retry_defers_on_the_same_order(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        with pytest.raises(TaskDeferred) as first:
+            order_op(order_body(email="jane+slow@example.com"), deferrable=True).execute(make_ctx(store=state_store))
+        with pytest.raises(TaskDeferred) as retry:
+            order_op(order_body(email="jane+slow@example.com"), deferrable=True).execute(
+                make_ctx(ti=make_ti(try_number=2), store=state_store)
+            )
+        assert first.value.trigger.order_id == retry.value.trigger.order_id == state_store.data[STORE_KEY]
+        assert len(created_orders(emu)) == 1
+
+    def test_retry_after_a_failed_order_places_a_new_one(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        body = order_body(email="jane+fail@example.com")
+        with pytest.raises(TruConnectOrderFailedError):
+            order_op(body).execute(make_ctx(store=state_store))
+        first_id = state_store.data[STORE_KEY]
+        with pytest.raises(TruConnectOrderFailedError):
+            order_op(body).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert len(created_orders(emu)) == 2
+        assert state_store.data[STORE_KEY] != first_id
+
+
+class TestCreateOrderRetryWithoutTaskStateStore:
+    """Airflow < 3.3 (no task state store): reattach through the ``order_id`` XCom if it survived, else re-place."""
+
+    def test_reattaches_through_a_surviving_xcom(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any
+    ) -> None:
+        ti = make_ti(try_number=1)
+        first = order_op(order_body(), wait_for_completion=False).execute(make_ctx(ti=ti))
+        retry_ti = make_ti(try_number=2, xcoms=ti.xcoms)
+        summary = order_op(order_body()).execute(make_ctx(ti=retry_ti))
+        assert summary["order_id"] == first["order_id"] and summary["status"] == "COMPLETED"
+        assert len(created_orders(emu)) == 1
+
+    def test_places_a_new_order_when_the_xcom_is_gone(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any
+    ) -> None:
+        # What stock Airflow does: XComs of the earlier try were deleted when this try started.
+        order_op(order_body(), wait_for_completion=False).execute(make_ctx(ti=make_ti(try_number=1)))
+        order_op(order_body(), wait_for_completion=False).execute(make_ctx(ti=make_ti(try_number=2)))
+        assert len(created_orders(emu)) == 2
+
+    def test_does_not_reattach_to_a_failed_order(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any
+    ) -> None:
+        ti = make_ti(try_number=1)
+        with pytest.raises(TruConnectOrderFailedError):
+            order_op(order_body(email="jane+fail@example.com")).execute(make_ctx(ti=ti))
+        retry = order_op(order_body(), wait_for_completion=False)
+        summary = retry.execute(make_ctx(ti=make_ti(try_number=2, xcoms=ti.xcoms)))
+        assert summary["order_id"] != ti.xcoms[ORDER_ID_XCOM_KEY]
+        assert len(created_orders(emu)) == 2
