@@ -14,13 +14,11 @@ import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
-import requests
-import requests.adapters
 
 from airflow_provider_truconnect import __version__
 from airflow_provider_truconnect.client.auth import (
@@ -44,6 +42,12 @@ from airflow_provider_truconnect.client.resources import ORDERS, ConnectV2Resour
 from airflow_provider_truconnect.client.responses import decode_json, error_for_response, success_body
 from airflow_provider_truconnect.client.retry import RetryPolicy
 
+if TYPE_CHECKING:
+    import requests
+
+# requests is imported where it is used: the operator and sensor modules import this one, and every DAG parse would
+# otherwise pay for requests, urllib3 and charset detection (about 40 ms) without sending a request.
+
 log = logging.getLogger("airflow_provider_truconnect.client")
 
 USER_AGENT = f"airflow-provider-truconnect/{__version__}"
@@ -59,6 +63,27 @@ class RawResponse:
     status: int
     headers: Mapping[str, str]
     content: bytes
+
+
+@dataclass
+class _Call:
+    """One API call across its attempts: what to send, and the correlation id of each attempt."""
+
+    method: str
+    url: str
+    idempotent: bool
+    params: Mapping[str, Any] | None
+    body: bytes | None
+    extra_headers: Mapping[str, str] | None
+    correlation_ids: list[str] = field(default_factory=list)
+
+    @property
+    def describe(self) -> str:
+        return f"{self.method} {urlsplit(self.url).path}"
+
+
+def _authorised(headers: Mapping[str, str], token: Token) -> dict[str, str]:
+    return {**headers, "Authorization": token.authorization}
 
 
 class _ClientCore:
@@ -105,28 +130,62 @@ class _ClientCore:
                 headers[name] = value
         return headers
 
-    @staticmethod
-    def is_idempotent(method: str, idempotent: bool | None) -> bool:
-        return method in IDEMPOTENT_METHODS if idempotent is None else idempotent
-
-    def log_response(self, method: str, url: str, status: int | str, started: float, correlation_id: str) -> None:
-        log.info(
-            "%s %s -> %s in %.1f ms (X-Correlation-ID %s)",
-            method,
-            urlsplit(url).path,
-            status,
-            (time.perf_counter() - started) * 1000,
-            correlation_id,
+    def prepare(
+        self,
+        method: str,
+        endpoint: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        idempotent: bool | None,
+    ) -> _Call:
+        method = method.upper()
+        return _Call(
+            method=method,
+            url=self.url_for(endpoint),
+            idempotent=method in IDEMPOTENT_METHODS if idempotent is None else idempotent,
+            params=params,
+            body=None if json is None else jsonlib.dumps(json).encode(),
+            extra_headers=headers,
         )
 
-    def finish(self, method: str, url: str, response: RawResponse, correlation_id: str) -> Any:
-        path = urlsplit(url).path
-        if 200 <= response.status < 300:
-            return success_body(
-                response.status, response.content, method=method, path=path, correlation_id=correlation_id
+    def attempt_headers(self, call: _Call) -> dict[str, str]:
+        """Headers of a new attempt, with a new correlation id recorded on the call."""
+        cid = self.new_correlation_id()
+        call.correlation_ids.append(cid)
+        return self.base_headers(cid, call.extra_headers, call.body is not None)
+
+    def token_request_headers(self) -> dict[str, str]:
+        return {"Accept": "application/json", "User-Agent": USER_AGENT, "X-Correlation-ID": self.new_correlation_id()}
+
+    def settle(self, call: _Call, exc: TruConnectError) -> TruConnectError:
+        """The error to raise once a call has failed for good."""
+        if not call.idempotent and self.may_have_been_processed(exc):
+            return self.uncertain(call.method, call.url, exc, call.correlation_ids[-1] if call.correlation_ids else "-")
+        return exc
+
+    def log_response(self, method: str, url: str, status: int | str, started: float, correlation_id: str) -> None:
+        # Successful reads go to DEBUG: a 100,000-item pagination would otherwise write thousands of lines, and the
+        # line costs more CPU than the rest of the call; writes and failures always show in the task log.
+        quiet = method in ("GET", "HEAD") and isinstance(status, int) and status < 400
+        level = logging.DEBUG if quiet else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "%s %s -> %s in %.1f ms (X-Correlation-ID %s)",
+                method,
+                urlsplit(url).path,
+                status,
+                (time.perf_counter() - started) * 1000,
+                correlation_id,
             )
+
+    def finish(self, call: _Call, response: RawResponse) -> Any:
+        path, cid = urlsplit(call.url).path, call.correlation_ids[-1]
+        if 200 <= response.status < 300:
+            return success_body(response.status, response.content, method=call.method, path=path, correlation_id=cid)
         raise error_for_response(
-            response.status, response.content, response.headers, method=method, path=path, correlation_id=correlation_id
+            response.status, response.content, response.headers, method=call.method, path=path, correlation_id=cid
         )
 
     def token_from_response(
@@ -177,6 +236,8 @@ class _ClientCore:
 
 def _requests_error(exc: requests.RequestException, what: str, correlation_id: str | None) -> TruConnectError:
     """Map a requests exception; ``sent=False`` only when the request provably never reached the server."""
+    import requests
+
     if isinstance(exc, requests.exceptions.SSLError):
         return TruConnectConnectionError(
             f"{what}: TLS error ({type(exc).__name__})", correlation_id=correlation_id, retryable=False
@@ -188,6 +249,12 @@ def _requests_error(exc: requests.RequestException, what: str, correlation_id: s
     if isinstance(exc, requests.exceptions.ConnectionError) and _is_refused(exc):
         return TruConnectConnectionError(f"{what}: connection refused", sent=False, correlation_id=correlation_id)
     return TruConnectConnectionError(f"{what}: connection failed ({type(exc).__name__})", correlation_id=correlation_id)
+
+
+def _requests_exception() -> type[requests.RequestException]:
+    import requests
+
+    return requests.RequestException
 
 
 def _is_refused(exc: BaseException) -> bool:
@@ -241,6 +308,9 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
             on_new_token=on_new_token,
             correlation_prefix=correlation_prefix,
         )
+        import requests
+        import requests.adapters
+
         self._owns_session = session is None
         self.session = session or requests.Session()
         # Enough pooled connections for a thread pool sharing one hook.
@@ -286,7 +356,7 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
                 allow_redirects=False,
             )
             content = resp.content
-        except requests.RequestException as exc:
+        except _requests_exception() as exc:
             self.log_response(method, url, type(exc).__name__, started, cid or "-")
             raise _requests_error(exc, self.describe(method, url), cid) from None
         self.log_response(method, url, resp.status_code, started, cid or "-")
@@ -294,22 +364,21 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
 
     def _fetch_token(self, grant: GrantRequest, previous: Token | None) -> Token:
         def attempt() -> Token:
-            sent_at = self.clock()
-            cid = self.new_correlation_id()
-            resp = self._send(
-                "POST",
-                self.config.oauth_url,
-                headers={"Accept": "application/json", "User-Agent": USER_AGENT, "X-Correlation-ID": cid},
-                data=grant.form,
-                auth=grant.basic_auth,
-            )
-            return self.token_from_response(grant, resp, previous, sent_at, cid)
+            sent_at, headers = self.clock(), self.token_request_headers()
+            resp = self._send("POST", self.config.oauth_url, headers=headers, data=grant.form, auth=grant.basic_auth)
+            return self.token_from_response(grant, resp, previous, sent_at, headers["X-Correlation-ID"])
 
         return self.retry_policy.call(attempt, idempotent=True, describe=f"token request ({grant.grant_type})")
 
     def token(self) -> Token:
         """Return a fresh access token, obtaining or renewing it if needed."""
         return self.tokens.get_token(self._fetch_token)
+
+    def _token_for_request(self) -> Token:
+        try:
+            return self.token()
+        except TruConnectError as exc:
+            raise self.before_sending(exc) from None
 
     def request(
         self,
@@ -332,41 +401,24 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
         :return: the decoded body.
         :raises TruConnectError: a typed error after the retry budget is spent or on a non-retryable failure.
         """
-        method = method.upper()
-        url = self.url_for(endpoint)
-        safe = self.is_idempotent(method, idempotent)
-        body = None if json is None else jsonlib.dumps(json).encode()
-        cid_box: list[str] = []
+        call = self.prepare(method, endpoint, params, json, headers, idempotent)
 
         def attempt() -> Any:
-            cid = self.new_correlation_id()
-            cid_box.append(cid)
-            base = self.base_headers(cid, headers, body is not None)
-            try:
-                token = self.token()
-            except TruConnectError as exc:
-                raise self.before_sending(exc) from None
-            resp = self._send(
-                method, url, headers={**base, "Authorization": token.authorization}, params=params, data=body
-            )
+            base, token = self.attempt_headers(call), self._token_for_request()
+            resp = self._send(call.method, call.url, headers=_authorised(base, token), params=params, data=call.body)
             if resp.status == 401:
                 # One forced renewal: the token may have been revoked or expired early.
                 self.tokens.invalidate(token)
-                try:
-                    token = self.token()
-                except TruConnectError as exc:
-                    raise self.before_sending(exc) from None
+                token = self._token_for_request()
                 resp = self._send(
-                    method, url, headers={**base, "Authorization": token.authorization}, params=params, data=body
+                    call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
                 )
-            return self.finish(method, url, resp, cid)
+            return self.finish(call, resp)
 
         try:
-            return self.retry_policy.call(attempt, idempotent=safe, describe=self.describe(method, url))
+            return self.retry_policy.call(attempt, idempotent=call.idempotent, describe=call.describe)
         except TruConnectError as exc:
-            if not safe and self.may_have_been_processed(exc):
-                raise self.uncertain(method, url, exc, cid_box[-1] if cid_box else "-") from None
-            raise
+            raise self.settle(call, exc) from None
 
     def paginate(
         self,
@@ -513,16 +565,11 @@ class AsyncTruConnectClient(_ClientCore):
 
     async def _fetch_token(self, grant: GrantRequest, previous: Token | None) -> Token:
         async def attempt() -> Token:
-            sent_at = self.clock()
-            cid = self.new_correlation_id()
+            sent_at, headers = self.clock(), self.token_request_headers()
             resp = await self._send(
-                "POST",
-                self.config.oauth_url,
-                headers={"Accept": "application/json", "User-Agent": USER_AGENT, "X-Correlation-ID": cid},
-                data=grant.form,
-                auth=grant.basic_auth,
+                "POST", self.config.oauth_url, headers=headers, data=grant.form, auth=grant.basic_auth
             )
-            return self.token_from_response(grant, resp, previous, sent_at, cid)
+            return self.token_from_response(grant, resp, previous, sent_at, headers["X-Correlation-ID"])
 
         return await self.retry_policy.acall(attempt, idempotent=True, describe=f"token request ({grant.grant_type})")
 
@@ -533,6 +580,12 @@ class AsyncTruConnectClient(_ClientCore):
     async def _mask(self, value: str) -> None:
         if self._on_new_token_async is not None:
             await self._on_new_token_async(value)
+
+    async def _token_for_request(self) -> Token:
+        try:
+            return await self.token()
+        except TruConnectError as exc:
+            raise self.before_sending(exc) from None
 
     async def request(
         self,
@@ -545,40 +598,25 @@ class AsyncTruConnectClient(_ClientCore):
         idempotent: bool | None = None,
     ) -> Any:
         """Async twin of :meth:`TruConnectClient.request`."""
-        method = method.upper()
-        url = self.url_for(endpoint)
-        safe = self.is_idempotent(method, idempotent)
-        body = None if json is None else jsonlib.dumps(json).encode()
-        cid_box: list[str] = []
+        call = self.prepare(method, endpoint, params, json, headers, idempotent)
 
         async def attempt() -> Any:
-            cid = self.new_correlation_id()
-            cid_box.append(cid)
-            base = self.base_headers(cid, headers, body is not None)
-            try:
-                token = await self.token()
-            except TruConnectError as exc:
-                raise self.before_sending(exc) from None
+            base, token = self.attempt_headers(call), await self._token_for_request()
             resp = await self._send(
-                method, url, headers={**base, "Authorization": token.authorization}, params=params, data=body
+                call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
             )
             if resp.status == 401:
                 self.tokens.invalidate(token)
-                try:
-                    token = await self.token()
-                except TruConnectError as exc:
-                    raise self.before_sending(exc) from None
+                token = await self._token_for_request()
                 resp = await self._send(
-                    method, url, headers={**base, "Authorization": token.authorization}, params=params, data=body
+                    call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
                 )
-            return self.finish(method, url, resp, cid)
+            return self.finish(call, resp)
 
         try:
-            return await self.retry_policy.acall(attempt, idempotent=safe, describe=self.describe(method, url))
+            return await self.retry_policy.acall(attempt, idempotent=call.idempotent, describe=call.describe)
         except TruConnectError as exc:
-            if not safe and self.may_have_been_processed(exc):
-                raise self.uncertain(method, url, exc, cid_box[-1] if cid_box else "-") from None
-            raise
+            raise self.settle(call, exc) from None
 
     async def get_order(self, order_id: str) -> dict[str, Any]:
         """Fetch an order (``GET /v2/orders/{id}``).

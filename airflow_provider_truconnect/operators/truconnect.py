@@ -28,14 +28,9 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectTimeoutError,
     TruConnectXComTooLargeError,
 )
-from airflow_provider_truconnect.client.models import OrderStatus, order_summary
+from airflow_provider_truconnect.client.models import OrderStatus, order_failed_error, order_failure, order_summary
 from airflow_provider_truconnect.client.orders import validate_order
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
-from airflow_provider_truconnect.triggers.truconnect import (
-    TruConnectOrderTrigger,
-    order_failed_error,
-    order_failure,
-)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -345,7 +340,7 @@ class TruConnectCreateOrderOperator(ResumableJobMixin, BaseOperator):
         if self.deferrable:
             self.log.info("Deferring until order %s is finished (at most %.0f s)", order_id, self.wait_timeout)
             self.defer(
-                trigger=TruConnectOrderTrigger(
+                trigger=_order_trigger()(
                     order_id=order_id,
                     truconnect_conn_id=self.truconnect_conn_id,
                     poll_interval=self.poll_interval,
@@ -470,3 +465,10 @@ __all__ = [
     "TruConnectResponseCheckError",
     "TruConnectXComTooLargeError",
 ]
+
+
+def _order_trigger() -> type[Any]:
+    # Imported when deferring, not at DAG parse time: the trigger module pulls in Airflow's trigger base classes.
+    from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger
+
+    return TruConnectOrderTrigger

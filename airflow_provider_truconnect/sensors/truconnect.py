@@ -28,15 +28,14 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectNotFoundError,
     TruConnectOrderFailedError,
 )
-from airflow_provider_truconnect.client.models import OrderStatus, order_summary
-from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
-from airflow_provider_truconnect.triggers.truconnect import (
-    TruConnectOrderTrigger,
-    TruConnectSensorTrigger,
+from airflow_provider_truconnect.client.models import (
+    OrderStatus,
     extract_field,
     order_failed_error,
     order_failure,
+    order_summary,
 )
+from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -146,7 +145,7 @@ class TruConnectOrderSensor(_DeferrableSensor):
         if result.is_done:
             return result.xcom_value
         self.defer(
-            trigger=TruConnectOrderTrigger(
+            trigger=_triggers().TruConnectOrderTrigger(
                 order_id=self.order_id,
                 truconnect_conn_id=self.truconnect_conn_id,
                 poll_interval=self.poke_interval,
@@ -296,7 +295,7 @@ class TruConnectSensor(_DeferrableSensor):
 
     def _defer(self, end_time: float) -> NoReturn:
         self.defer(
-            trigger=TruConnectSensorTrigger(
+            trigger=_triggers().TruConnectSensorTrigger(
                 endpoint=self.endpoint,
                 query=dict(self.query) if self.query else None,
                 field_path=self.field_path,
@@ -342,3 +341,10 @@ class TruConnectSensor(_DeferrableSensor):
 
 
 __all__ = ["TruConnectOrderFailedSensorError", "TruConnectOrderSensor", "TruConnectSensor"]
+
+
+def _triggers() -> Any:
+    # Imported when deferring, not at DAG parse time: the trigger module pulls in Airflow's trigger base classes.
+    from airflow_provider_truconnect.triggers import truconnect
+
+    return truconnect

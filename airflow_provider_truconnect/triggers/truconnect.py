@@ -16,9 +16,8 @@ Triggers only ever send ``GET`` requests, so running one twice (after a triggere
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -28,98 +27,17 @@ from airflow_provider_truconnect.client.client import AsyncTruConnectClient
 from airflow_provider_truconnect.client.errors import (
     TruConnectError,
     TruConnectNotFoundError,
-    TruConnectOrderFailedError,
 )
-from airflow_provider_truconnect.client.models import OrderStatus, order_summary
+from airflow_provider_truconnect.client.models import (
+    OrderStatus,
+    bounded_value,
+    extract_field,
+    order_failed_message,
+    order_failure,
+    order_summary,
+)
 from airflow_provider_truconnect.client.retry import RetryPolicy
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
-
-#: Largest JSON encoding of a sensed value put into an event (events are stored in the metadata database).
-MAX_EVENT_VALUE_BYTES = 1024
-#: At most this many API error messages, each at most this long, travel in an event or an exception.
-MAX_ERROR_MESSAGES = 5
-MAX_ERROR_MESSAGE_CHARS = 300
-
-
-def order_failure(order: Mapping[str, Any]) -> tuple[str | None, list[str]]:
-    """The error type and messages of a ``FAILED`` order, bounded in size.
-
-    The body of a failed order is undocumented [connect-api.md §7.2]; the emulator puts ``error: {type, messages}``
-    on it, and a ``failure_reason`` string is tolerated too.
-
-    :param order: the order resource.
-    :return: ``(error_type, messages)``; both may be empty.
-    """
-    error = order.get("error")
-    error_type: str | None = None
-    raw: list[Any] = []
-    if isinstance(error, Mapping):
-        error_type = str(error["type"]) if error.get("type") else None
-        messages = error.get("messages")
-        if isinstance(messages, list):
-            raw = list(messages)
-        elif isinstance(messages, str):
-            raw = [messages]
-    elif isinstance(error, str):
-        raw = [error]
-    reason = order.get("failure_reason")
-    if isinstance(reason, str) and reason:
-        raw.append(reason)
-    return error_type, [str(m)[:MAX_ERROR_MESSAGE_CHARS] for m in raw[:MAX_ERROR_MESSAGES]]
-
-
-def order_failed_message(order_id: str, error_type: str | None, messages: Sequence[str]) -> str:
-    """The human-readable message of a failed order (used by the trigger, the operator and the sensor)."""
-    detail = "; ".join(messages) if messages else "no reason given by the API"
-    prefix = f"{error_type}: " if error_type else ""
-    return f"Order {order_id} FAILED: {prefix}{detail}"
-
-
-def order_failed_error(
-    order_id: str,
-    error_type: str | None,
-    messages: Sequence[str],
-    cls: type[TruConnectOrderFailedError] = TruConnectOrderFailedError,
-) -> TruConnectOrderFailedError:
-    """The exception for a failed order; its text carries the API's error type and messages."""
-    return cls(f"Order {order_id} FAILED", order_id=order_id, error_type=error_type, messages=messages)
-
-
-_MISSING = object()
-
-
-def extract_field(body: Any, field_path: str) -> tuple[bool, Any]:
-    """Follow a dotted path such as ``status`` or ``data.0.status`` into a decoded JSON body.
-
-    Integer segments index lists (negative indexes count from the end); other segments are mapping keys.
-
-    :param body: the decoded JSON body.
-    :param field_path: the dotted path.
-    :return: ``(found, value)``.
-    """
-    node: Any = body
-    for part in field_path.split("."):
-        if isinstance(node, Mapping):
-            node = node.get(part, _MISSING)
-        elif isinstance(node, list):
-            try:
-                node = node[int(part)]
-            except (ValueError, IndexError):
-                return False, None
-        else:
-            return False, None
-        if node is _MISSING:
-            return False, None
-    return True, node
-
-
-def bounded_value(value: Any) -> Any:
-    """``value`` if its JSON encoding is small enough for an event, else ``None``."""
-    try:
-        encoded = json.dumps(value)
-    except (TypeError, ValueError):
-        return None
-    return value if len(encoded.encode()) <= MAX_EVENT_VALUE_BYTES else None
 
 
 class _TruConnectPollingTrigger(BaseTrigger):
@@ -388,11 +306,4 @@ def _describe(exc: BaseException) -> str:
     return text[:1000]
 
 
-__all__ = [
-    "TruConnectOrderTrigger",
-    "TruConnectSensorTrigger",
-    "extract_field",
-    "order_failed_error",
-    "order_failed_message",
-    "order_failure",
-]
+__all__ = ["TruConnectOrderTrigger", "TruConnectSensorTrigger"]

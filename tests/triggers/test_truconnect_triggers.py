@@ -10,17 +10,16 @@ from typing import Any
 import pytest
 
 from airflow_provider_truconnect.client.auth import TokenCache
-from airflow_provider_truconnect.client.retry import RetryPolicy
-from airflow_provider_truconnect.emulator.server import RunningEmulator
-from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
-from airflow_provider_truconnect.triggers.truconnect import (
+from airflow_provider_truconnect.client.models import (
     MAX_EVENT_VALUE_BYTES,
-    TruConnectOrderTrigger,
-    TruConnectSensorTrigger,
     bounded_value,
     extract_field,
     order_failure,
 )
+from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.emulator.server import RunningEmulator
+from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
+from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger, TruConnectSensorTrigger
 
 ORDER_ROUTE = "GET /v2/orders/{order_id}"
 
