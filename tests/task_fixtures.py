@@ -83,6 +83,7 @@ class FakeTI:
     def __init__(self, task_id: str = "task", try_number: int = 1, xcoms: dict[str, Any] | None = None) -> None:
         self.task_id = task_id
         self.try_number = try_number
+        self.max_tries = 0
         self.xcoms: dict[str, Any] = dict(xcoms or {})
         self.stats_tags: dict[str, str] = {}
         self.first_reschedule_date: Any = None

@@ -89,6 +89,7 @@ class TestOrderSensor:
         assert sensor.poke(make_ctx()).is_done is False
         assert sensor.poke(make_ctx()).is_done is True
 
+    @pytest.mark.af3  # Airflow 2's reschedule mode reads earlier reschedules from the metadata database
     def test_reschedule_mode_reschedules_while_running(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx
     ) -> None:
@@ -282,6 +283,7 @@ class TestTruConnectSensor:
         with pytest.raises(TruConnectError):
             sensor.execute_complete(make_ctx(), None)
 
+    @pytest.mark.af3  # Airflow 2's reschedule mode reads earlier reschedules from the metadata database
     def test_reschedule_mode(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
         order_id = place(order_body(email="jane+slow@example.com"))
         sensor = endpoint_sensor(
