@@ -232,7 +232,7 @@ class TruConnectCreateOrderOperator(ResumableJobMixin, BaseOperator):
     def __init__(
         self,
         *,
-        order: dict[str, Any] | str,
+        order: dict[str, Any] | str | Any,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 5.0,
@@ -241,8 +241,11 @@ class TruConnectCreateOrderOperator(ResumableJobMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # A task output (XComArg) is resolved before execute, like any templated field; it is validated then.
         _require(
-            isinstance(order, Mapping | str), "order", f"must be a dict or a JSON string, got {type(order).__name__}"
+            isinstance(order, Mapping | str) or hasattr(order, "resolve"),
+            "order",
+            f"must be a dict, a JSON string or a task output, got {type(order).__name__}",
         )
         if isinstance(order, Mapping) and not _is_templated(json.dumps(order, default=str)):
             validate_order(order)  # a literal body fails at parse time; a templated one after rendering

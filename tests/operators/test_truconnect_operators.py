@@ -365,3 +365,20 @@ class TestCreateOrderRetryWithoutTaskStateStore:
         summary = retry.execute(make_ctx(ti=make_ti(try_number=2, xcoms=ti.xcoms)))
         assert summary["order_id"] != ti.xcoms[ORDER_ID_XCOM_KEY]
         assert len(created_orders(emu)) == 2
+
+
+@pytest.mark.af3
+def test_order_may_come_from_a_task_output() -> None:
+    from airflow.sdk import DAG, task
+
+    with DAG("tc_xcomarg", schedule=None):
+
+        @task
+        def build_order() -> dict[str, Any]:
+            return {}
+
+        op = TruConnectCreateOrderOperator(task_id="place", order=build_order())
+    assert hasattr(op.order, "resolve")
+    with pytest.raises(TruConnectConfigError) as info:
+        TruConnectCreateOrderOperator(task_id="bad", order=42)  # type: ignore[arg-type]
+    assert info.value.field == "order"
