@@ -143,7 +143,7 @@ def run(quick: bool) -> BenchResult:
         cold_ms = median([c["provider_s"] for c in cold]) * 1000
         rows.append(
             [
-                "no bytecode cache (PYTHONDONTWRITEBYTECODE=1, as this repo's Makefile sets)",
+                "no bytecode cache (PYTHONDONTWRITEBYTECODE=1, a cold start)",
                 cold_runs,
                 fmt(median([c["airflow_sdk_s"] for c in cold]) * 1000, 0),
                 fmt(cold_ms, 1),
