@@ -229,6 +229,20 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
         return widgets
 
 
+class TruConnectHookMixin:
+    """Gives an operator or sensor a :class:`TruConnectHook` for its ``truconnect_conn_id``, built on first use.
+
+    Never in ``__init__``: DAG files are parsed far more often than tasks run, and parsing must do no I/O.
+    """
+
+    truconnect_conn_id: str
+
+    @cached_property
+    def hook(self) -> TruConnectHook:
+        """The hook of this task's connection."""
+        return TruConnectHook(self.truconnect_conn_id)
+
+
 def _check_extra_text(conn: Connection) -> None:
     """Refuse an extra that is not a JSON object; Airflow itself would log it and carry on with no extras."""
     raw = getattr(conn, "extra", None)

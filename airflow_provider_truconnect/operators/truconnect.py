@@ -11,7 +11,6 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import (
@@ -30,7 +29,7 @@ from airflow_provider_truconnect.client.errors import (
 )
 from airflow_provider_truconnect.client.models import OrderStatus, order_failed_error, order_failure, order_summary
 from airflow_provider_truconnect.client.orders import validate_order
-from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
+from airflow_provider_truconnect.hooks.truconnect import TruConnectHook, TruConnectHookMixin
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -65,7 +64,7 @@ def _is_templated(value: Any) -> bool:
     return isinstance(value, str) and "{{" in value
 
 
-class TruConnectOperator(BaseOperator):
+class TruConnectOperator(TruConnectHookMixin, BaseOperator):
     """Call any Connect API endpoint and return the JSON answer (or a filtered part of it) as XCom.
 
     The hook adds the OAuth2 token, a correlation id, retries for idempotent requests (429, 5xx, connection errors)
@@ -139,11 +138,6 @@ class TruConnectOperator(BaseOperator):
         self.max_xcom_bytes = max_xcom_bytes
         self.truconnect_conn_id = truconnect_conn_id
 
-    @cached_property
-    def hook(self) -> TruConnectHook:
-        """The hook, built on first use (never in ``__init__``)."""
-        return TruConnectHook(self.truconnect_conn_id)
-
     def execute(self, context: Context) -> Any:
         """Send the request, check and filter the answer, and return it.
 
@@ -197,7 +191,7 @@ class TruConnectOperator(BaseOperator):
         return value
 
 
-class TruConnectCreateOrderOperator(ResumableJobMixin, BaseOperator):
+class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, BaseOperator):
     """Place an order (``POST /v2/orders``) and, by default, wait until it is ``COMPLETED``.
 
     The body is validated locally before anything is sent. The order is placed once: the client never repeats the
@@ -262,11 +256,6 @@ class TruConnectCreateOrderOperator(ResumableJobMixin, BaseOperator):
         self.wait_timeout = float(wait_timeout)
         self.truconnect_conn_id = truconnect_conn_id
         self._latest: dict[str, Any] | None = None
-
-    @cached_property
-    def hook(self) -> TruConnectHook:
-        """The hook, built on first use (never in ``__init__``)."""
-        return TruConnectHook(self.truconnect_conn_id)
 
     def _now(self) -> float:
         return time.time()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import (
@@ -35,7 +34,7 @@ from airflow_provider_truconnect.client.models import (
     order_failure,
     order_summary,
 )
-from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
+from airflow_provider_truconnect.hooks.truconnect import TruConnectHook, TruConnectHookMixin
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -51,7 +50,7 @@ class TruConnectOrderFailedSensorError(TruConnectOrderFailedError, AirflowFailEx
         return f"{cls.__module__}.{cls.__name__}", (self.message,), kwargs
 
 
-class _DeferrableSensor(BaseSensorOperator):
+class _DeferrableSensor(TruConnectHookMixin, BaseSensorOperator):
     """Poke once on the worker; defer only when not done. Skips on failure with ``soft_fail`` / ``never_fail``."""
 
     deferrable: bool
@@ -114,11 +113,6 @@ class TruConnectOrderSensor(_DeferrableSensor):
         self.order_id = order_id
         self.deferrable = deferrable
         self.truconnect_conn_id = truconnect_conn_id
-
-    @cached_property
-    def hook(self) -> TruConnectHook:
-        """The hook, built on first use (never in ``__init__``)."""
-        return TruConnectHook(self.truconnect_conn_id)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Fetch the order once.
@@ -257,11 +251,6 @@ class TruConnectSensor(_DeferrableSensor):
         self.response_check = response_check
         self.deferrable = deferrable
         self.truconnect_conn_id = truconnect_conn_id
-
-    @cached_property
-    def hook(self) -> TruConnectHook:
-        """The hook, built on first use (never in ``__init__``)."""
-        return TruConnectHook(self.truconnect_conn_id)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Fetch the endpoint once and evaluate the condition.
