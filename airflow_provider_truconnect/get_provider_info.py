@@ -65,6 +65,12 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "Verify the server's TLS certificate. Default true; turn off only for a test server.",
         "schema": {"type": ["boolean", "null"], "default": True},
     },
+    "allow_insecure_http": {
+        "label": "Allow plain http",
+        "description": "Allow http:// (not https) to a host other than this machine. Only for a trusted test server: "
+        "credentials and tokens would travel unencrypted.",
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import airflow
 import jsonschema
+import pytest
 from packaging.utils import canonicalize_name
 
 from airflow_provider_truconnect import __version__
@@ -77,3 +78,31 @@ def test_airflow_cli_lists_the_provider_and_its_connection_type() -> None:
     entries = {h["connection_type"]: h for h in json.loads(hooks)}
     assert "truconnect" in entries
     assert entries["truconnect"]["class"] == "airflow_provider_truconnect.hooks.truconnect.TruConnectHook"
+
+
+def test_legacy_form_widgets_mirror_the_declarative_fields() -> None:
+    """Airflow < 3.2 builds the form from wtforms widgets; they must offer the same fields, kinds and defaults."""
+    from airflow_provider_truconnect.get_provider_info import CONN_FIELDS
+    from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
+
+    try:
+        import flask_appbuilder  # noqa: F401
+    except ImportError:
+        # Airflow 3 ships no Flask forms: the legacy method may only fail when called, never at import.
+        with pytest.raises(ImportError):
+            TruConnectHook.get_connection_form_widgets()
+        return
+    widgets = TruConnectHook.get_connection_form_widgets()
+    assert set(widgets) == set(CONN_FIELDS)
+    kinds = {name: field.field_class.__name__ for name, field in widgets.items()}
+    assert kinds == {
+        "oauth_url": "StringField",
+        "scope": "StringField",
+        "client_auth": "SelectField",
+        "timeout": "FloatField",
+        "max_retries": "IntegerField",
+        "verify_ssl": "BooleanField",
+        "allow_insecure_http": "BooleanField",
+    }
+    assert widgets["verify_ssl"].kwargs["default"] is True
+    assert widgets["client_auth"].kwargs["default"] == "client_secret_post"

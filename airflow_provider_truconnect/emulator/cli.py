@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -44,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--monthly-esim-cap", type=int, help="activations per client per month before 406")
     parser.add_argument("--api-prefix", help="API path prefix (/connect-api)")
     parser.add_argument("--client", action="append", default=[], metavar="ID:SECRET", help="add a client (repeatable)")
-    parser.add_argument("--config-json", help="a JSON object of EmulatorConfig fields (applied first)")
+    parser.add_argument(
+        "--config-json",
+        help="a JSON object of EmulatorConfig fields (applied first; default: $TRUCONNECT_EMULATOR_CONFIG_JSON)",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
     parser.add_argument("--quiet", action="store_true", help="print only the machine-readable URL line")
     return parser
@@ -52,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     """:param args: parsed arguments. :return: the configuration they describe."""
-    updates: dict[str, Any] = json.loads(args.config_json) if args.config_json else {}
+    raw = args.config_json or os.environ.get("TRUCONNECT_EMULATOR_CONFIG_JSON")
+    updates: dict[str, Any] = json.loads(raw) if raw else {}
     simple = {
         "seed": args.seed,
         "seed_subscriptions": args.seed_subscriptions,
@@ -86,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         for item in args.client:
             client_id, sep, secret = item.partition(":")
             if not sep or not client_id or not secret:
-                raise SystemExit(f"--client expects ID:SECRET, got {item!r}")
+                raise SystemExit(f"--client expects ID:SECRET, got {client_id or 'an empty id'!r} without a secret")
             clients[client_id] = secret
         updates["clients"] = clients
     return EmulatorConfig.from_json_dict(updates)

@@ -60,7 +60,7 @@ class EmulatorConfig:
     :param clock: injected clock returning epoch seconds (thread mode only).
     """
 
-    clients: dict[str, str] = field(default_factory=_default_clients)
+    clients: dict[str, str] = field(default_factory=_default_clients, repr=False)
     default_client: str = DEFAULT_CLIENT_ID
     access_token_lifetime: int = 300
     refresh_token_lifetime: int = 1800

@@ -175,7 +175,7 @@ class RunningEmulator:
     control: EmulatorControl
     state: EmulatorState | None = None
     client_id: str = field(init=False)
-    client_secret: str = field(init=False)
+    client_secret: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.client_id = self.config.default_client
@@ -274,6 +274,10 @@ def _run_thread(config: EmulatorConfig) -> Iterator[RunningEmulator]:
         sock.close()
 
 
+#: Environment variable through which a subprocess emulator receives its configuration (JSON).
+CONFIG_ENV_VAR = "TRUCONNECT_EMULATOR_CONFIG_JSON"
+
+
 def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
@@ -285,6 +289,8 @@ def _run_subprocess(config: EmulatorConfig) -> Iterator[RunningEmulator]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    # Through the environment rather than argv: the config holds client secrets, and argv is visible to `ps`.
+    env[CONFIG_ENV_VAR] = json.dumps(config.to_json_dict())
     cmd = [
         sys.executable,
         "-m",
@@ -293,8 +299,6 @@ def _run_subprocess(config: EmulatorConfig) -> Iterator[RunningEmulator]:
         "127.0.0.1",
         "--port",
         "0",
-        "--config-json",
-        json.dumps(config.to_json_dict()),
         "--quiet",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)

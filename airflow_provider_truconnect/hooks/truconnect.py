@@ -6,6 +6,7 @@ registers every token it obtains with Airflow's secret masker. It adds no HTTP l
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -206,26 +207,37 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Return the legacy extra-field widgets (Airflow < 3.2, where Flask-AppBuilder and wtforms exist)."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
         from flask_babel import lazy_gettext
-        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms import BooleanField, FloatField, IntegerField, SelectField, StringField
         from wtforms.validators import NumberRange, Optional
 
         widgets: dict[str, Any] = {}
         for name, spec in CONN_FIELDS.items():
-            types = spec["schema"]["type"]
-            label = lazy_gettext(spec["label"])
-            if "boolean" in types:
-                widgets[name] = BooleanField(label, description=spec["description"], default=True)
-            elif "integer" in types or "number" in types:
-                widgets[name] = IntegerField(
+            schema = spec["schema"]
+            label, description = lazy_gettext(spec["label"]), spec["description"]
+            bounds = NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))
+            if "enum" in schema:
+                choices = [(value, value) for value in schema["enum"]]
+                widgets[name] = SelectField(
                     label,
-                    widget=BS3TextFieldWidget(),
-                    validators=[Optional(), NumberRange(min=0)],
-                    description=spec["description"],
+                    choices=choices,
+                    widget=Select2Widget(),
+                    default=schema.get("default"),
+                    description=description,
+                )
+            elif "boolean" in schema["type"]:
+                widgets[name] = BooleanField(label, default=schema.get("default", False), description=description)
+            elif "integer" in schema["type"]:
+                widgets[name] = IntegerField(
+                    label, widget=BS3TextFieldWidget(), validators=[Optional(), bounds], description=description
+                )
+            elif "number" in schema["type"]:
+                widgets[name] = FloatField(
+                    label, widget=BS3TextFieldWidget(), validators=[Optional(), bounds], description=description
                 )
             else:
-                widgets[name] = StringField(label, widget=BS3TextFieldWidget(), description=spec["description"])
+                widgets[name] = StringField(label, widget=BS3TextFieldWidget(), description=description)
         return widgets
 
 
@@ -253,7 +265,8 @@ def _check_extra_text(conn: Connection) -> None:
 async def _amask_secret(value: str) -> None:
     try:
         from airflow.sdk.log import amask_secret
-    except ImportError:  # Airflow 2: masking is local to the process and does not block
-        mask_secret(value)
+    except ImportError:
+        # Older Airflow: the sync call may block on the supervisor, so keep it off the event loop.
+        await asyncio.to_thread(mask_secret, value)
         return
     await amask_secret(value)
