@@ -63,7 +63,7 @@ async def _wait_all_with_triggers(trigger_cls: Any, order_ids: list[str], poll: 
 
 async def _wait_all_with_client(emu: Any, order_ids: list[str], poll: float, deadline: float) -> list[Any]:
     """Fallback when the trigger is missing: the same polling loop on one shared AsyncTruConnectClient."""
-    from airflow_provider_truconnect.client.client import AsyncTruConnectClient
+    from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient
     from airflow_provider_truconnect.client.config import ClientConfig
 
     config = ClientConfig.from_connection_fields(

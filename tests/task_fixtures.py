@@ -6,6 +6,7 @@ second of real time, and the process-wide token cache is emptied before every te
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,6 +34,19 @@ def emu(truconnect_conn_env: RunningEmulator) -> RunningEmulator:
     """The emulator with ``AIRFLOW_CONN_TRUCONNECT_DEFAULT`` set and fast orders."""
     truconnect_conn_env.control.set_config(order_fulfilling_after=FULFILLING_AFTER, order_complete_after=COMPLETE_AFTER)
     return truconnect_conn_env
+
+
+@pytest.fixture
+def add_conn(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """Register another connection to the emulator, e.g. ``add_conn("noretry", max_retries=0)``; returns its id."""
+
+    def add(conn_id: str, **extra: Any) -> str:
+        conn = emu.connection_dict()
+        conn["extra"] = {**conn.get("extra", {}), **extra}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        return conn_id
+
+    return add
 
 
 def esim_product_id(emu: RunningEmulator) -> str:

@@ -3,12 +3,14 @@
 Connect API access tokens live 5 minutes and, when a refresh token is issued, it lives 30 [DOC connect-api.md §1.3].
 The manager renews a token shortly before it expires, prefers the ``refresh_token`` grant while a refresh token is
 valid, falls back to ``client_credentials`` when the refresh is refused or none was issued, and lets exactly one
-caller per cache key talk to the token endpoint at a time (single flight), in threads and in event loops alike.
+caller per cache key talk to the token endpoint at a time (single flight), in threads and in event loops alike; when
+that renewal fails, the callers already waiting for it get its failure rather than repeating it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import threading
 import weakref
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_provider_truconnect.client.config import ClientConfig
-from airflow_provider_truconnect.client.errors import TruConnectAuthError, TruConnectServerError
+from airflow_provider_truconnect.client.errors import TruConnectAuthError, TruConnectError, TruConnectServerError
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +169,10 @@ def token_endpoint_error(status: int, body: Any, correlation_id: str | None = No
     :param correlation_id: the request's correlation id.
     :return: a :class:`TruConnectAuthError` for 4xx, a retryable :class:`TruConnectServerError` for 5xx.
     """
-    error = body.get("error") if isinstance(body, Mapping) else None
-    description = body.get("error_description") if isinstance(body, Mapping) else None
+    from airflow_provider_truconnect.client.responses import bounded
+
+    error = bounded(body.get("error"), 200) if isinstance(body, Mapping) else None
+    description = bounded(body.get("error_description"), 200) if isinstance(body, Mapping) else None
     if status >= 500 or status == 429:
         return TruConnectServerError(
             "Token endpoint failed", status_code=status, error_type=error, correlation_id=correlation_id
@@ -176,8 +180,8 @@ def token_endpoint_error(status: int, body: Any, correlation_id: str | None = No
     return TruConnectAuthError(
         "Token endpoint refused the credentials" if status == 401 else "Token request rejected",
         status_code=status,
-        oauth_error=str(error) if error else None,
-        oauth_error_description=str(description)[:200] if description else None,
+        oauth_error=error,
+        oauth_error_description=description,
         correlation_id=correlation_id,
     )
 
@@ -198,7 +202,9 @@ class TokenCache:
     """Process-wide store of tokens keyed by (token URL, client id, scope, secret digest).
 
     Holds one ``threading.Lock`` per key for threads and one ``asyncio.Lock`` per key and event loop for coroutines,
-    so renewals are single-flight in both worlds while sync and async code share the same tokens.
+    so renewals are single-flight in both worlds while sync and async code share the same tokens. The last failed
+    renewal of each key is kept, numbered, so that callers who were already waiting for that renewal share its failure
+    instead of repeating it one after the other.
     """
 
     def __init__(self) -> None:
@@ -208,6 +214,7 @@ class TokenCache:
         self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[CacheKey, asyncio.Lock]] = (
             weakref.WeakKeyDictionary()
         )
+        self._failures: dict[CacheKey, tuple[int, TruConnectError]] = {}
 
     def get(self, key: CacheKey) -> Token | None:
         """Return the cached token for ``key``, if any."""
@@ -241,6 +248,24 @@ class TokenCache:
         """Forget every token (tests, credential rotation)."""
         with self._guard:
             self._tokens.clear()
+
+    def failure_mark(self, key: CacheKey) -> int:
+        """The number of renewal failures of ``key`` so far; take it before waiting for a renewal."""
+        failure = self._failures.get(key)
+        return failure[0] if failure is not None else 0
+
+    def record_failure(self, key: CacheKey, exc: TruConnectError) -> None:
+        """Remember that a renewal of ``key`` failed with ``exc`` (call it while holding the key's lock)."""
+        with self._guard:
+            self._failures[key] = (self.failure_mark(key) + 1, exc)
+
+    def failure_since(self, key: CacheKey, mark: int) -> TruConnectError | None:
+        """A copy of the last renewal failure of ``key`` if it happened after ``mark`` (see :meth:`failure_mark`)."""
+        failure = self._failures.get(key)
+        if failure is None or failure[0] <= mark:
+            return None
+        # A copy: one exception object raised in many threads or tasks would pile up their tracebacks.
+        return copy.copy(failure[1])
 
     def thread_lock(self, key: CacheKey) -> threading.Lock:
         """The lock serialising renewals of ``key`` across threads."""
@@ -310,12 +335,25 @@ class TokenManager:
         token = self._usable()
         if token is not None:
             return token
+        mark = self.cache.failure_mark(self.key)
         with self.cache.thread_lock(self.key):
-            # Another thread may have renewed it while this one waited for the lock.
+            # Another thread may have renewed it while this one waited for the lock, or failed to.
             token = self._usable()
             if token is not None:
                 return token
-            return self._store(self._renew_sync(fetch))
+            self._raise_shared_failure(mark)
+            try:
+                token = self._renew_sync(fetch)
+            except TruConnectError as exc:
+                self.cache.record_failure(self.key, exc)
+                raise
+            return self._store(token)
+
+    def _raise_shared_failure(self, mark: int) -> None:
+        failure = self.cache.failure_since(self.key, mark)
+        if failure is not None:
+            log.debug("Token renewal failed while this caller waited for it; sharing that failure")
+            raise failure
 
     def _renew_sync(self, fetch: TokenFetcher) -> Token:
         source = self._renewal_source()
@@ -336,11 +374,17 @@ class TokenManager:
         token = self._usable()
         if token is not None:
             return token
+        mark = self.cache.failure_mark(self.key)
         async with self.cache.loop_lock(self.key):
             token = self._usable()
             if token is not None:
                 return token
-            token = await self._renew_async(fetch)
+            self._raise_shared_failure(mark)
+            try:
+                token = await self._renew_async(fetch)
+            except TruConnectError as exc:
+                self.cache.record_failure(self.key, exc)
+                raise
             for value in (token.access_token, token.refresh_token):
                 if value:
                     await on_new_token(value)

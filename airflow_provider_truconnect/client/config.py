@@ -22,6 +22,8 @@ TOKEN_PATH = "/auth/realms/tru-staff/protocol/openid-connect/token"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_RETRIES = 4
+#: The connection form's limit on ``max_retries``; more would keep a failing task busy for minutes.
+MAX_RETRIES_LIMIT = 10
 #: Connection extras understood by the provider (the UI may also store them prefixed ``extra__truconnect__``).
 KNOWN_EXTRAS = ("oauth_url", "scope", "client_auth", "timeout", "max_retries", "verify_ssl", "allow_insecure_http")
 _EXTRA_PREFIX = "extra__truconnect__"
@@ -76,7 +78,7 @@ def _as_bool(field_name: str, value: Any) -> bool:
     raise TruConnectConfigError(field_name, f"must be a boolean (true or false), got {type(value).__name__}")
 
 
-def _as_number(field_name: str, value: Any, *, integer: bool, minimum: float) -> float:
+def _as_number(field_name: str, value: Any, *, integer: bool, minimum: float, maximum: float | None = None) -> float:
     if isinstance(value, bool):
         raise TruConnectConfigError(field_name, "must be a number, got a boolean")
     number: float
@@ -93,6 +95,8 @@ def _as_number(field_name: str, value: Any, *, integer: bool, minimum: float) ->
         raise TruConnectConfigError(field_name, "must be a whole number")
     if number != number or number < minimum:  # NaN or too small
         raise TruConnectConfigError(field_name, f"must be at least {minimum:g}")
+    if maximum is not None and number > maximum:
+        raise TruConnectConfigError(field_name, f"must be at most {maximum:g}")
     return number
 
 
@@ -137,7 +141,7 @@ class ClientConfig:
     :param client_auth: ``client_secret_post`` (form body) or ``client_secret_basic`` (HTTP Basic).
     :param timeout: read timeout in seconds.
     :param connect_timeout: connect timeout in seconds.
-    :param max_retries: retries after the first attempt for requests that are safe to repeat.
+    :param max_retries: retries after the first attempt for requests that are safe to repeat (0 to 10).
     :param verify_ssl: verify TLS certificates (``True``), or a CA bundle path.
     """
 
@@ -174,7 +178,7 @@ class ClientConfig:
         if self.scope is not None and not isinstance(self.scope, str):
             raise TruConnectConfigError("extra.scope", "must be a string")
         _as_number("extra.timeout", self.timeout, integer=False, minimum=0.001)
-        _as_number("extra.max_retries", self.max_retries, integer=True, minimum=0)
+        _as_number("extra.max_retries", self.max_retries, integer=True, minimum=0, maximum=MAX_RETRIES_LIMIT)
 
     @classmethod
     def from_connection_fields(
@@ -228,7 +232,13 @@ class ClientConfig:
             client_auth=client_auth,
             timeout=_as_number("extra.timeout", extras.get("timeout", DEFAULT_TIMEOUT), integer=False, minimum=0.001),
             max_retries=int(
-                _as_number("extra.max_retries", extras.get("max_retries", DEFAULT_MAX_RETRIES), integer=True, minimum=0)
+                _as_number(
+                    "extra.max_retries",
+                    extras.get("max_retries", DEFAULT_MAX_RETRIES),
+                    integer=True,
+                    minimum=0,
+                    maximum=MAX_RETRIES_LIMIT,
+                )
             ),
             verify_ssl=verify,
             allow_insecure_http=allow_insecure,

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 
 #: Longest excerpt of a non-JSON error body kept on an exception.
 MAX_BODY_EXCERPT = 200
+#: Longest single API error message kept on an exception, and how many of them are kept.
+MAX_MESSAGE_CHARS = 300
+MAX_MESSAGES = 10
 
 
 class TruConnectError(Exception):
@@ -75,7 +78,7 @@ def _rebuild(cls: type[TruConnectError], message: str, state: dict[str, object])
 
 
 class TruConnectConfigError(TruConnectError, ValueError):
-    """The connection or an argument is invalid; raised before any network call.
+    """The connection or an argument is invalid; raised before the request leaves (``sent=False``), never retried.
 
     :param field: the name of the offending field, e.g. ``login`` or ``extra.timeout``.
     :param problem: what is wrong with it.
@@ -83,7 +86,7 @@ class TruConnectConfigError(TruConnectError, ValueError):
 
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
-        super().__init__(f"Invalid {field}: {problem}")
+        super().__init__(f"Invalid {field}: {problem}", sent=False)
 
 
 class TruConnectAuthError(TruConnectError):

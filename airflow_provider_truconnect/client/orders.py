@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_provider_truconnect.client.core import find_unserialisable
 from airflow_provider_truconnect.client.errors import TruConnectConfigError
 
 OPERATION_TYPES = ("ACTIVATION", "TOPUP")
@@ -32,6 +33,10 @@ def _require_str(body: Mapping[str, Any], path: str) -> None:
         raise TruConnectConfigError(f"order.{path}", f"must be a string, got {type(value).__name__}")
 
 
+def _is_alpha2(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 2 and value.isascii() and value.isalpha()
+
+
 def validate_order(order: Any) -> dict[str, Any]:
     """Check an order body and return it as a plain dict.
 
@@ -52,9 +57,6 @@ def validate_order(order: Any) -> dict[str, Any]:
     _require_str(order, "product.id")
     if not isinstance(order.get("subscriber"), Mapping):
         raise TruConnectConfigError("order.subscriber", "is required")
-    country = order.get("country")
-    if country is not None and (not isinstance(country, str) or len(country) != 2 or not country.isalpha()):
-        raise TruConnectConfigError("order.country", "must be an ISO-3166 alpha-2 code such as 'GB'")
     if op == "ACTIVATION" and sim_type == "ESIM":
         for path in (
             "subscriber.email",
@@ -69,7 +71,21 @@ def validate_order(order: Any) -> dict[str, Any]:
         _require_str(order, "subscriber.sim.iccid")
     if op == "TOPUP" and sim_type == "ESIM" and not isinstance(_get(order, "subscriber.device"), Mapping):
         raise TruConnectConfigError("order.subscriber.device", "is required for an eSIM top-up")
+    country = order.get("country")
+    # Every activation recipe sends it; the top-up recipes do not [connect-api.md §7.1], so it is optional there.
+    if (country is None or country == "") and op == "ACTIVATION":
+        raise TruConnectConfigError("order.country", "is required: the ISO-3166 alpha-2 code of where it is placed")
+    if country not in (None, "") and not _is_alpha2(country):
+        raise TruConnectConfigError("order.country", "must be an ISO-3166 alpha-2 code such as 'GB'")
+    if op == "TOPUP" and sim_type == "PSIM":
+        for path in ("product.sold_price", "product.sold_currency", "product.activation_date"):
+            if _get(order, path) in (None, ""):
+                raise TruConnectConfigError(f"order.{path}", "is required for a physical SIM top-up")
     price, currency = _get(order, "product.sold_price"), _get(order, "product.sold_currency")
     if (price is None) != (currency is None):
         raise TruConnectConfigError("order.product.sold_price", "and sold_currency go together")
-    return dict(order)
+    body = dict(order)
+    where, problem = find_unserialisable(body, "order")
+    if where:
+        raise TruConnectConfigError(where, problem)
+    return body

@@ -31,6 +31,15 @@ def path_id(field: str, value: Any) -> str:
     return quote(value.strip(), safe="")
 
 
+def order_path(order_id: Any) -> str:
+    """The path of one order, ``/v2/orders/{order_id}``, with the id validated and percent-encoded.
+
+    :param order_id: the order id.
+    :raises TruConnectConfigError: when the id is not a non-empty string.
+    """
+    return f"{ORDERS}/{path_id('order_id', order_id)}"
+
+
 class _Transport(Protocol):
     def request(
         self,
@@ -86,7 +95,7 @@ class ConnectV2Resources:
         :param order_id: the order id.
         :return: the order resource.
         """
-        result: dict[str, Any] = self.request("GET", f"{ORDERS}/{path_id('order_id', order_id)}")
+        result: dict[str, Any] = self.request("GET", order_path(order_id))
         return result
 
     def get_sim(self: _Transport, iccid: str) -> dict[str, Any]:

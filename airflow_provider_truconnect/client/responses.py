@@ -14,6 +14,8 @@ from typing import Any
 
 from airflow_provider_truconnect.client.errors import (
     MAX_BODY_EXCERPT,
+    MAX_MESSAGE_CHARS,
+    MAX_MESSAGES,
     TruConnectAuthError,
     TruConnectClientError,
     TruConnectError,
@@ -23,7 +25,6 @@ from airflow_provider_truconnect.client.errors import (
 )
 from airflow_provider_truconnect.client.retry import RETRYABLE_STATUSES, parse_retry_after
 
-_MAX_MESSAGES = 10
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 
@@ -40,34 +41,64 @@ def decode_json(content: bytes) -> Any:
     return json.loads(content)
 
 
+def bounded(value: Any, limit: int = MAX_MESSAGE_CHARS) -> str | None:
+    """A scalar from an error body as bounded text; ``None`` for absent, empty or non-scalar values.
+
+    :param value: a value decoded from JSON.
+    :param limit: the longest text kept; longer text ends with an ellipsis.
+    """
+    if value is None or isinstance(value, Mapping | list):
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _messages_of(raw: Any) -> list[str]:
+    """Messages from a ``messages`` / ``errors`` field of any shape: a string, a list, or an object."""
+    if isinstance(raw, list):
+        items: list[Any] = raw
+    elif isinstance(raw, Mapping):
+        # An RFC 7807 problem with a single error object, or a field -> message(s) map.
+        items = (
+            [raw] if "detail" in raw or "json_path" in raw else [{"json_path": k, "detail": v} for k, v in raw.items()]
+        )
+    else:
+        items = [raw]
+    out: list[str] = []
+    for item in items[: MAX_MESSAGES * 2]:
+        if isinstance(item, Mapping):
+            where, code = bounded(item.get("json_path"), 100), bounded(item.get("code"), 100)
+            detail = item.get("detail")
+            if isinstance(detail, list):
+                detail = "; ".join(str(d) for d in detail[:MAX_MESSAGES])
+            text = bounded(f"{where + ': ' if where else ''}{bounded(detail) or ''}{f' ({code})' if code else ''}")
+        else:
+            text = bounded(item)
+        if text:
+            out.append(text)
+    return out
+
+
 def error_details(body: Any) -> tuple[str | None, list[str], str | None]:
     """Extract (error type, messages, server correlation id) from either documented error model.
+
+    Tolerant of any shape: a field of an unexpected type is ignored or turned into bounded text, never an exception.
+    At most ``MAX_MESSAGES`` messages of at most ``MAX_MESSAGE_CHARS`` characters each are kept.
 
     :param body: the decoded JSON error body.
     """
     if not isinstance(body, Mapping):
         return None, [], None
-    messages: list[str] = []
     if "type" in body or "messages" in body:
-        raw = body.get("messages")
-        if isinstance(raw, list):
-            messages = [str(m) for m in raw[:_MAX_MESSAGES]]
-        elif isinstance(raw, str):
-            messages = [raw]
-        return (str(body["type"]) if body.get("type") else None), messages, None
+        return bounded(body.get("type"), 200), _messages_of(body.get("messages"))[:MAX_MESSAGES], None
     if "title" in body or "detail" in body or "errors" in body:
-        if body.get("detail"):
-            messages.append(str(body["detail"]))
-        for item in (body.get("errors") or [])[:_MAX_MESSAGES]:
-            if isinstance(item, Mapping):
-                where = f"{item['json_path']}: " if item.get("json_path") else ""
-                code = f" ({item['code']})" if item.get("code") else ""
-                messages.append(f"{where}{item.get('detail', '')}{code}".strip())
-        server_cid = body.get("correlation_id")
-        return (str(body["title"]) if body.get("title") else None), messages, (str(server_cid) if server_cid else None)
+        messages = _messages_of(body.get("detail")) + _messages_of(body.get("errors"))
+        return bounded(body.get("title"), 200), messages[:MAX_MESSAGES], bounded(body.get("correlation_id"), 200)
     if "error" in body:  # OAuth shape from a gateway
-        desc = body.get("error_description")
-        return str(body["error"]), ([str(desc)] if desc else []), None
+        desc = bounded(body.get("error_description"))
+        return bounded(body.get("error"), 200), ([desc] if desc else []), None
     return None, [], None
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_provider_truconnect.client.auth import TokenCache
-from airflow_provider_truconnect.client.client import AsyncTruConnectClient, TruConnectClient
+from airflow_provider_truconnect.client.client import TruConnectClient
 from airflow_provider_truconnect.client.config import ClientConfig, normalise_extra
 from airflow_provider_truconnect.client.errors import TruConnectError
 from airflow_provider_truconnect.client.resources import ConnectV2Resources
@@ -23,6 +23,8 @@ from airflow_provider_truconnect.get_provider_info import CONN_FIELDS, CONN_TYPE
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
+
+    from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient
 
 
 class TruConnectHook(BaseHook, ConnectV2Resources):
@@ -185,6 +187,8 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
 
         :return: a client; close it with ``await client.aclose()``.
         """
+        from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient  # httpx: triggerer only
+
         return AsyncTruConnectClient(
             await self.aget_client_config(),
             token_cache=self._token_cache,

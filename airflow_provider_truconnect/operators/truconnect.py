@@ -2,18 +2,22 @@
 
 :class:`TruConnectCreateOrderOperator` is retry-safe on Airflow 3.3+: it uses ``ResumableJobMixin`` to keep the
 order id in the task state store, so a retry reattaches to the order placed by an earlier try instead of buying a
-second one. Below 3.3 the compat stand-in places a new order on every try (see the class docstring).
+second one. Below 3.3 the compat stand-in places a new order on every try (see the class docstring). An order request
+whose outcome is unknown fails the task without retries, on every Airflow version.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
+from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
     BaseOperator,
     ResumableJobMixin,
     conf,
@@ -23,6 +27,8 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_truconnect.client.errors import (
     TruConnectConfigError,
     TruConnectError,
+    TruConnectOrderFailedError,
+    TruConnectOrderUncertainError,
     TruConnectResponseCheckError,
     TruConnectTimeoutError,
     TruConnectXComTooLargeError,
@@ -40,6 +46,37 @@ ORDER_ID_XCOM_KEY = "order_id"
 #: Extra time Airflow's own deferral timeout allows beyond ``wait_timeout``, so that the trigger's timeout event
 #: (which carries the order's last state) normally arrives first.
 DEFER_TIMEOUT_GRACE = 60.0
+#: Task state store key recording an order request whose outcome is unknown; while it is set, no try places the order.
+UNCERTAIN_ORDER_KEY = "truconnect_order_uncertain"
+_ORDERS_PATH = "/v2/orders"
+
+
+class _Log(Protocol):
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: Any, /, *args: Any) -> Any: ...
+
+
+def _serialize_error(err: TruConnectError) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """Airflow's exception serialisation, keeping the keyword arguments a :class:`TruConnectError` carries."""
+    cls = type(err)
+    kwargs = {
+        "status_code": err.status_code,
+        "error_type": err.error_type,
+        "messages": list(err.messages),
+        "correlation_id": err.correlation_id,
+        "retryable": err.retryable,
+        "sent": err.sent,
+    }
+    return f"{cls.__module__}.{cls.__name__}", (err.message,), kwargs
+
+
+class TruConnectOrderUncertainFailError(TruConnectOrderUncertainError, AirflowFailException):  # type: ignore[misc]
+    """The order may or may not exist: the task fails at once without retries, so that no try places it again."""
+
+    def serialize(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """Airflow's exception serialisation, with the keyword arguments this class needs to be re-created."""
+        return _serialize_error(self)
 
 
 def _require(cond: bool, field: str, problem: str) -> None:
@@ -47,9 +84,39 @@ def _require(cond: bool, field: str, problem: str) -> None:
         raise TruConnectConfigError(field, problem)
 
 
+def _check_conn_id(conn_id: Any) -> None:
+    _require(isinstance(conn_id, str) and bool(conn_id.strip()), "truconnect_conn_id", "must be a non-empty string")
+
+
+def _check_bool(value: Any, field: str) -> None:
+    _require(isinstance(value, bool), field, f"must be True or False, got {value!r}")
+
+
+def _check_seconds(value: Any, field: str) -> None:
+    _require(
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
+        field,
+        "must be a positive, finite number of seconds",
+    )
+
+
 def _check_endpoint(endpoint: Any) -> None:
     _require(isinstance(endpoint, str) and bool(endpoint.strip()), "endpoint", "must be a non-empty string")
     _require("?" not in endpoint, "endpoint", "must not contain a query string; pass query={...} instead")
+
+
+def _is_order_creation(method: str, endpoint: str) -> bool:
+    path = "/" + urlsplit(endpoint.strip()).path.strip("/")
+    return method.upper() == "POST" and path.lower().endswith(_ORDERS_PATH)
+
+
+def _check_not_order_creation(method: str, endpoint: str) -> None:
+    _require(
+        not _is_order_creation(method, endpoint),
+        "endpoint",
+        "POST /v2/orders places an order; use TruConnectCreateOrderOperator, which validates the body and never "
+        "places an order twice (retries reattach to the order already placed)",
+    )
 
 
 def _check_optional_dict(value: Any, field: str) -> None:
@@ -68,7 +135,8 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
     """Call any Connect API endpoint and return the JSON answer (or a filtered part of it) as XCom.
 
     The hook adds the OAuth2 token, a correlation id, retries for idempotent requests (429, 5xx, connection errors)
-    and typed errors. ``POST /v2/orders`` is never retried blindly; prefer :class:`TruConnectCreateOrderOperator`.
+    and typed errors. ``POST /v2/orders`` is refused (when constructed and again once the endpoint is rendered): place
+    orders with :class:`TruConnectCreateOrderOperator`, which validates the body and never places an order twice.
 
     :param endpoint: path relative to the API base, e.g. ``/v2/sims/{{ params.iccid }}`` (templated).
     :param method: HTTP method: GET, POST, PUT, PATCH or DELETE.
@@ -105,10 +173,12 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        _check_conn_id(truconnect_conn_id)
         _check_endpoint(endpoint)
         _require(isinstance(method, str), "method", f"must be a string, got {type(method).__name__}")
         method = method.upper()
         _require(method in HTTP_METHODS, "method", f"must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
+        _check_not_order_creation(method, endpoint)
         _check_optional_dict(query, "query")
         _check_optional_dict(headers, "headers")
         _require(isinstance(paginate, bool), "paginate", "must be True or False")
@@ -147,6 +217,7 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
         """
         # Templated fields are rendered by now; check them again.
         _check_endpoint(self.endpoint)
+        _check_not_order_creation(self.method, self.endpoint)
         _check_optional_dict(self.query, "query")
         _check_optional_dict(self.headers, "headers")
         try:
@@ -195,8 +266,12 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
     """Place an order (``POST /v2/orders``) and, by default, wait until it is ``COMPLETED``.
 
     The body is validated locally before anything is sent. The order is placed once: the client never repeats the
-    POST when it may have been processed, and raises ``TruConnectOrderUncertainError`` instead. The order id is
-    logged and pushed to XCom under ``order_id`` as soon as the order exists. The return value is the order summary
+    POST when it may have been processed. Such an unknown outcome (or an answer without an order id) fails the task
+    at once, without retries, with :class:`TruConnectOrderUncertainFailError` (a ``TruConnectOrderUncertainError``
+    and an ``AirflowFailException``); on Airflow 3.3+ it is also recorded in the task state store, and any later try
+    of the task instance (e.g. after a manual clear) refuses to place the order until the record is deleted. The
+    order id is logged, stored for retries (Airflow 3.3+) and then pushed to XCom under ``order_id`` (a failing push
+    only logs a warning). The return value is the order summary
     (``order_id``, ``status``, ``iccid``, ``matching_id``, ``subscription_id``, ``lpa``, ``qr_code_url``,
     ``voucher_code`` where present).
 
@@ -215,6 +290,7 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
     :param truconnect_conn_id: the Airflow connection id.
     :raises TruConnectOrderFailedError: when the order ends ``FAILED`` (with the API's messages).
     :raises TruConnectTimeoutError: when the order is not finished within ``wait_timeout``.
+    :raises TruConnectOrderUncertainFailError: when the order may or may not have been placed (no retries).
     """
 
     template_fields: Sequence[str] = ("order",)
@@ -235,6 +311,7 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        _check_conn_id(truconnect_conn_id)
         # A task output (XComArg) is resolved before execute, like any templated field; it is validated then.
         _require(
             isinstance(order, Mapping | str) or hasattr(order, "resolve"),
@@ -243,12 +320,10 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         )
         if isinstance(order, Mapping) and not _is_templated(json.dumps(order, default=str)):
             validate_order(order)  # a literal body fails at parse time; a templated one after rendering
-        for name, value in (("poll_interval", poll_interval), ("wait_timeout", wait_timeout)):
-            _require(
-                isinstance(value, int | float) and not isinstance(value, bool) and value > 0,
-                name,
-                "must be a positive number of seconds",
-            )
+        _check_bool(wait_for_completion, "wait_for_completion")
+        _check_bool(deferrable, "deferrable")
+        _check_seconds(poll_interval, "poll_interval")
+        _check_seconds(wait_timeout, "wait_timeout")
         self.order = order
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -256,6 +331,7 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         self.wait_timeout = float(wait_timeout)
         self.truconnect_conn_id = truconnect_conn_id
         self._latest: dict[str, Any] | None = None
+        self._published_order_id: str | None = None
 
     def _now(self) -> float:
         return time.time()
@@ -289,23 +365,32 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
 
     # ----------------------------------------------------------------------------- ResumableJobMixin contract
     def submit_job(self, context: Context) -> str:
-        """Place the order once, log its id and push it to XCom ``order_id``.
+        """Place the order once and log its id (the mixin stores it; XCom gets it once stored).
 
         :return: the order id.
+        :raises TruConnectOrderUncertainFailError: when the order may or may not have been placed, now or by an
+            earlier try; nothing is sent again.
         """
         body = self.order_body()
         previous = self._order_id_from_previous_try(context)
         if previous is not None:
             return previous
-        created = self.hook.create_order(body)
+        self._refuse_after_uncertain_order(context)
+        try:
+            created = self.hook.create_order(body)
+        except TruConnectOrderUncertainError as exc:
+            raise self._uncertain_order(context, exc) from exc
         order_id = created.get("id") if isinstance(created, Mapping) else None
         if not isinstance(order_id, str) or not order_id:
-            raise TruConnectError("POST /v2/orders answered without an order id; check the orders before retrying")
+            raise self._uncertain_order(
+                context,
+                TruConnectOrderUncertainError(
+                    "POST /v2/orders answered without an order id; the order MAY have been created. Check the "
+                    "orders before placing it again"
+                ),
+            )
         self._latest = dict(created)
         self.log.info("Placed order %s (status %s)", order_id, created.get("status"))
-        ti = context.get("ti")
-        if ti is not None:
-            ti.xcom_push(key=ORDER_ID_XCOM_KEY, value=order_id)
         return order_id
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
@@ -327,6 +412,7 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         Returns the summary too, because ``ResumableJobMixin`` returns this method's value when it reattaches.
         """
         order_id = str(external_id)
+        self._publish_order_id(order_id, context)  # the id is stored by now, so a failing push loses nothing
         if not self.wait_for_completion:
             return self.get_job_result(order_id, context)
         if self.deferrable:
@@ -347,6 +433,7 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
     def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
         """The summary of the order (from the latest known state of it)."""
         order_id = str(external_id)
+        self._publish_order_id(order_id, context)  # an earlier try's order that already completed
         if self._latest is None or self._latest.get("id") != order_id:
             self._latest = self.hook.get_order(order_id)
         return order_summary(self._latest)
@@ -355,22 +442,11 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
     def _wait_on_worker(self, order_id: str) -> None:
         deadline = self._now() + self.wait_timeout
         while True:
-            try:
-                order = self.hook.get_order(order_id)
-            except TruConnectError as exc:
-                if not exc.retryable:
-                    raise
-                # The order exists and keeps being fulfilled; an outage longer than the retry budget is not its end.
-                self.log.warning("Polling order %s failed after retries (%s); polling again", order_id, exc)
-            else:
+            done, order = poll_order_once(self.hook, order_id, self.log)
+            if order is not None:
                 self._latest = order
-                status = OrderStatus.parse(order.get("status"))
-                if status is OrderStatus.COMPLETED:
-                    self.log.info("Order %s COMPLETED", order_id)
-                    return
-                if status is OrderStatus.FAILED:
-                    raise order_failed_error(order_id, *order_failure(order))
-                self.log.info("Order %s is %s; next poll in %.1f s", order_id, status.value, self.poll_interval)
+            if done:
+                return
             remaining = deadline - self._now()
             if remaining <= 0:
                 last = (self._latest or {}).get("status", "unknown")
@@ -379,6 +455,54 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
                     "placed and may still complete: check it before placing it again"
                 )
             self._sleep(min(self.poll_interval, remaining))
+
+    def _publish_order_id(self, order_id: str, context: Context) -> None:
+        """Push the order id to XCom ``order_id`` once; a failure is logged, as the id is already kept elsewhere."""
+        ti = context.get("ti")
+        if ti is None or self._published_order_id == order_id:
+            return
+        self._published_order_id = order_id  # one attempt per try, failed or not
+        try:
+            ti.xcom_push(key=ORDER_ID_XCOM_KEY, value=order_id)
+        except Exception as exc:  # the order exists and its id is stored; XCom is a convenience for other tasks
+            self.log.warning("Could not push order id %s to XCom %r: %s", order_id, ORDER_ID_XCOM_KEY, exc)
+
+    def _uncertain_order(
+        self, context: Context, exc: TruConnectOrderUncertainError
+    ) -> TruConnectOrderUncertainFailError:
+        """Record an order request of unknown outcome, and return the error that fails the task without retries."""
+        store = context.get("task_state_store")
+        if store is not None:
+            ti = context.get("ti")
+            record = {"correlation_id": exc.correlation_id, "try_number": getattr(ti, "try_number", None)}
+            try:
+                store.set(UNCERTAIN_ORDER_KEY, record)
+            except Exception as store_exc:  # the task still fails without retries; a manual clear is then unguarded
+                self.log.warning("Could not record the uncertain order request in the task state store: %s", store_exc)
+        return TruConnectOrderUncertainFailError(
+            f"{exc.message}. The task fails without retries so that the order is not placed twice",
+            status_code=exc.status_code,
+            error_type=exc.error_type,
+            messages=exc.messages,
+            correlation_id=exc.correlation_id,
+        )
+
+    def _refuse_after_uncertain_order(self, context: Context) -> None:
+        """Fail when an earlier try of this task instance sent an order request of unknown outcome."""
+        store = context.get("task_state_store")
+        record = store.get(UNCERTAIN_ORDER_KEY) if store is not None else None
+        if not record:
+            return
+        correlation_id = record.get("correlation_id") if isinstance(record, Mapping) else None
+        raise TruConnectOrderUncertainFailError(
+            "An earlier try of this task sent POST /v2/orders and could not tell whether the order was created, so "
+            "this try does not place it again. Check whether the order exists: for a top-up, GET "
+            "/v2/subscriptions?iccid=<iccid>; for a new eSIM, ask 1GLOBAL support quoting "
+            f"{'the correlation id of that request' if correlation_id else 'the task and time of that try'}. If it "
+            "exists, wait for it with TruConnectOrderSensor; if it does not, delete the task state store key "
+            f"{UNCERTAIN_ORDER_KEY!r} of this task instance and clear the task",
+            correlation_id=correlation_id if isinstance(correlation_id, str) and correlation_id else None,
+        )
 
     def _order_id_from_previous_try(self, context: Context) -> str | None:
         """Reattach through XCom where there is no task state store (Airflow < 3.3); best effort.
@@ -424,17 +548,34 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         return handle_order_event(event)
 
 
-def handle_order_event(event: Any) -> dict[str, Any]:
+def _order_timeout(message: str) -> NoReturn:
+    raise TruConnectTimeoutError(f"{message}; it was placed and may still complete: check it before retrying")
+
+
+def handle_order_event(
+    event: Any,
+    *,
+    order_id: str | None = None,
+    failed_error: type[TruConnectOrderFailedError] = TruConnectOrderFailedError,
+    error: type[TruConnectError] = TruConnectError,
+    on_timeout: Callable[[str], NoReturn] = _order_timeout,
+) -> dict[str, Any]:
     """Turn a :class:`TruConnectOrderTrigger` event into the order summary or a typed error.
 
+    Serves the order operator (defaults) and :class:`TruConnectOrderSensor` (its own error classes and timeout).
+
     :param event: the event payload.
+    :param order_id: the order waited for, when the event does not name it.
+    :param failed_error: the class raised on a ``failed`` event.
+    :param error: the class raised on an ``error`` event or a malformed one.
+    :param on_timeout: called with the event's message on a ``timeout`` event; must raise.
     :return: the summary of a completed order.
     """
     if not isinstance(event, Mapping):
-        raise TruConnectError(f"Unexpected trigger event: {type(event).__name__}")
+        raise error(f"Unexpected trigger event: {type(event).__name__}")
     status = event.get("status")
     message = str(event.get("message") or "no message")
-    order_id = str(event.get("order_id") or "")
+    order_id = str(event.get("order_id") or order_id or "")
     if status == "success":
         summary = event.get("summary")
         return dict(summary) if isinstance(summary, Mapping) else {"order_id": order_id}
@@ -445,15 +586,55 @@ def handle_order_event(event: Any) -> dict[str, Any]:
             order_id,
             str(error_type) if error_type else None,
             [str(m) for m in messages] if isinstance(messages, list) else [message],
+            cls=failed_error,
         )
     if status == "timeout":
-        raise TruConnectTimeoutError(f"{message}; it was placed and may still complete: check it before retrying")
-    raise TruConnectError(f"Waiting for order {order_id} failed: {message}")
+        on_timeout(message)
+    raise error(f"Waiting for order {order_id} failed: {message}")
+
+
+def poll_order_once(
+    hook: TruConnectHook,
+    order_id: str,
+    log: _Log,
+    *,
+    failed_error: type[TruConnectOrderFailedError] = TruConnectOrderFailedError,
+) -> tuple[bool, dict[str, Any] | None]:
+    """Fetch an order once, for the worker-side waits of the order operator and :class:`TruConnectOrderSensor`.
+
+    A retryable error that outlasted the client's retry budget is logged and counts as "not finished yet": the order
+    exists and keeps being fulfilled, so an outage is not its end.
+
+    :param hook: the hook to fetch it with.
+    :param order_id: the order.
+    :param log: where to log progress.
+    :param failed_error: the class raised when the order ``FAILED``.
+    :return: ``(done, order)``: ``(True, order)`` when ``COMPLETED``, ``(False, order)`` while it is in progress
+        (or in an unknown status), ``(False, None)`` after a retryable error.
+    :raises TruConnectOrderFailedError: (``failed_error``) when the order ``FAILED``.
+    """
+    try:
+        order = hook.get_order(order_id)
+    except TruConnectError as exc:
+        if not exc.retryable:
+            raise
+        log.warning("Polling order %s failed after retries (%s); polling again", order_id, exc)
+        return False, None
+    status = OrderStatus.parse(order.get("status"))
+    if status is OrderStatus.COMPLETED:
+        log.info("Order %s COMPLETED", order_id)
+        return True, order
+    if status is OrderStatus.FAILED:
+        error_type, messages = order_failure(order)
+        raise order_failed_error(order_id, error_type, messages, cls=failed_error)
+    log.info("Order %s is %s", order_id, status.value)
+    return False, order
 
 
 __all__ = [
     "TruConnectCreateOrderOperator",
     "TruConnectOperator",
+    "TruConnectOrderUncertainFailError",
     "TruConnectResponseCheckError",
     "TruConnectXComTooLargeError",
 ]

@@ -1,7 +1,8 @@
 """Sensors for the Connect API: wait for an order to finish, or for a condition on any endpoint.
 
 Both sensors work in ``poke``, ``reschedule`` and deferrable mode. In deferrable mode they poke once on the worker
-and defer only when the condition does not hold yet, with an absolute deadline in the trigger.
+and defer only when the condition does not hold yet, with an absolute deadline in the trigger. Retryable errors that
+outlast the client's retry budget count as "not yet" in every mode, like in the triggers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import (
+    AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
@@ -27,14 +29,18 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectNotFoundError,
     TruConnectOrderFailedError,
 )
-from airflow_provider_truconnect.client.models import (
-    OrderStatus,
-    extract_field,
-    order_failed_error,
-    order_failure,
-    order_summary,
-)
+from airflow_provider_truconnect.client.models import extract_field, order_summary
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook, TruConnectHookMixin
+from airflow_provider_truconnect.operators.truconnect import (
+    DEFER_TIMEOUT_GRACE,
+    _check_bool,
+    _check_conn_id,
+    _check_endpoint,
+    _is_templated,
+    _serialize_error,
+    handle_order_event,
+    poll_order_once,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -48,6 +54,14 @@ class TruConnectOrderFailedSensorError(TruConnectOrderFailedError, AirflowFailEx
         cls = type(self)
         kwargs = {"order_id": self.order_id, "error_type": self.error_type, "messages": list(self.messages)}
         return f"{cls.__module__}.{cls.__name__}", (self.message,), kwargs
+
+
+class TruConnectSensorError(TruConnectError, AirflowException):  # type: ignore[misc]
+    """Waiting in the triggerer failed (an ``error`` event); skipped with ``soft_fail`` / ``never_fail``."""
+
+    def serialize(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """Airflow's exception serialisation, with the keyword arguments this class needs to be re-created."""
+        return _serialize_error(self)
 
 
 class _DeferrableSensor(TruConnectHookMixin, BaseSensorOperator):
@@ -91,6 +105,8 @@ class TruConnectOrderSensor(_DeferrableSensor):
     :class:`TruConnectOrderFailedSensorError` (a :class:`TruConnectOrderFailedError` and an ``AirflowFailException``:
     no retries, since the order will not change; skipped with ``soft_fail=True``).
 
+    An ``error`` event of the trigger raises :class:`TruConnectSensorError` (skipped with ``soft_fail=True``).
+
     :param order_id: the order to wait for (templated), e.g. ``{{ ti.xcom_pull('create', key='order_id') }}``.
     :param deferrable: wait in the triggerer instead of on the worker.
     :param truconnect_conn_id: the Airflow connection id.
@@ -108,6 +124,8 @@ class TruConnectOrderSensor(_DeferrableSensor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        _check_conn_id(truconnect_conn_id)
+        _check_bool(deferrable, "deferrable")
         if not isinstance(order_id, str) or not order_id.strip():
             raise TruConnectConfigError("order_id", "must be a non-empty string")
         self.order_id = order_id
@@ -117,37 +135,37 @@ class TruConnectOrderSensor(_DeferrableSensor):
     def poke(self, context: Context) -> PokeReturnValue:
         """Fetch the order once.
 
-        :return: done with the summary when ``COMPLETED``, not done otherwise.
+        :return: done with the summary when ``COMPLETED``, not done otherwise (also after a retryable error that
+            outlasted the client's retries).
         :raises TruConnectOrderFailedSensorError: when the order is ``FAILED``.
         """
-        order = self.hook.get_order(self.order_id)
-        status = OrderStatus.parse(order.get("status"))
-        if status is OrderStatus.COMPLETED:
-            self.log.info("Order %s COMPLETED", self.order_id)
+        done, order = poll_order_once(self.hook, self.order_id, self.log, failed_error=TruConnectOrderFailedSensorError)
+        if done and order is not None:
             return PokeReturnValue(is_done=True, xcom_value=order_summary(order))
-        if status is OrderStatus.FAILED:
-            error_type, messages = order_failure(order)
-            raise order_failed_error(self.order_id, error_type, messages, cls=TruConnectOrderFailedSensorError)
-        self.log.info("Order %s is %s", self.order_id, status.value)
         return PokeReturnValue(is_done=False)
 
     def execute(self, context: Context) -> Any:
         """Poke (poke / reschedule mode), or poke once and defer to :class:`TruConnectOrderTrigger`."""
-        if not self.deferrable:
-            return super().execute(context)
-        result = self._poke_once(context)
-        if result.is_done:
-            return result.xcom_value
-        self.defer(
-            trigger=_triggers().TruConnectOrderTrigger(
-                order_id=self.order_id,
-                truconnect_conn_id=self.truconnect_conn_id,
-                poll_interval=self.poke_interval,
-                end_time=self._end_time(),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
-        )
+        try:
+            if not self.deferrable:
+                return super().execute(context)
+            result = self._poke_once(context)
+            if result.is_done:
+                return result.xcom_value
+            end_time = self._end_time()
+            self.defer(
+                trigger=_triggers().TruConnectOrderTrigger(
+                    order_id=self.order_id,
+                    truconnect_conn_id=self.truconnect_conn_id,
+                    poll_interval=self.poke_interval,
+                    end_time=end_time,
+                ),
+                method_name="execute_complete",
+                # Later than the trigger's own deadline, so that its timeout event (with the last status) wins.
+                timeout=timedelta(seconds=float(self.timeout) + DEFER_TIMEOUT_GRACE),
+            )
+        finally:
+            self.hook.close()
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired.
@@ -155,27 +173,15 @@ class TruConnectOrderSensor(_DeferrableSensor):
         :return: the order summary on success.
         :raises TruConnectOrderFailedSensorError: on a ``failed`` event.
         :raises AirflowSensorTimeout: on a ``timeout`` event (skipped with ``soft_fail``).
-        :raises TruConnectError: on an ``error`` event.
+        :raises TruConnectSensorError: on an ``error`` event or a malformed one (skipped with ``soft_fail``).
         """
-        if not isinstance(event, Mapping):
-            raise TruConnectError(f"Unexpected trigger event: {type(event).__name__}")
-        status = event.get("status")
-        message = str(event.get("message") or "no message")
-        if status == "success":
-            summary = event.get("summary")
-            return dict(summary) if isinstance(summary, Mapping) else {"order_id": self.order_id}
-        if status == "failed":
-            messages = event.get("messages")
-            error_type = event.get("error_type")
-            raise order_failed_error(
-                self.order_id,
-                str(error_type) if error_type else None,
-                [str(m) for m in messages] if isinstance(messages, list) else [message],
-                cls=TruConnectOrderFailedSensorError,
-            )
-        if status == "timeout":
-            self._timed_out(message)
-        raise TruConnectError(f"Waiting for order {self.order_id} failed: {message}")
+        return handle_order_event(
+            event,
+            order_id=self.order_id,
+            failed_error=TruConnectOrderFailedSensorError,
+            error=TruConnectSensorError,
+            on_timeout=self._timed_out,
+        )
 
 
 class TruConnectSensor(_DeferrableSensor):
@@ -189,7 +195,9 @@ class TruConnectSensor(_DeferrableSensor):
       deferrable mode the trigger only waits ``poke_interval``; the worker then evaluates the callable on a fresh
       response and defers again when it is false (a short worker slot per interval). Returns ``None``.
 
-    A 404 counts as "not yet" (waiting for a resource to appear); other errors fail the poke.
+    A 404 counts as "not yet" (waiting for a resource to appear), and so does a retryable error (5xx, 429, connection
+    problems) that outlasted the client's retries; other errors fail the poke. An ``error`` event of the trigger
+    raises :class:`TruConnectSensorError` (skipped with ``soft_fail=True``).
 
     :param endpoint: path relative to the API base (templated).
     :param query: query parameters (templated).
@@ -217,8 +225,12 @@ class TruConnectSensor(_DeferrableSensor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        _check_conn_id(truconnect_conn_id)
+        _check_bool(deferrable, "deferrable")
         if not isinstance(endpoint, str) or not endpoint.strip():
             raise TruConnectConfigError("endpoint", "must be a non-empty string")
+        if not _is_templated(endpoint):
+            _check_endpoint(endpoint)  # a templated one is checked once rendered
         if query is not None and not isinstance(query, Mapping):
             raise TruConnectConfigError("query", f"must be a dict or None, got {type(query).__name__}")
         declarative = field_path is not None or accepted_values is not None
@@ -252,6 +264,14 @@ class TruConnectSensor(_DeferrableSensor):
         self.deferrable = deferrable
         self.truconnect_conn_id = truconnect_conn_id
 
+    def _check_rendered(self) -> None:
+        # Templated fields are rendered by now; check them again.
+        _check_endpoint(self.endpoint)
+        if self.query is not None and not isinstance(self.query, Mapping):
+            raise TruConnectConfigError("query", f"must be a dict or None, got {type(self.query).__name__}")
+        if self.response_check is None and (not isinstance(self.field_path, str) or not self.field_path.strip()):
+            raise TruConnectConfigError("field_path", "must be a non-empty dotted path such as 'data.0.status'")
+
     def poke(self, context: Context) -> PokeReturnValue:
         """Fetch the endpoint once and evaluate the condition.
 
@@ -261,6 +281,11 @@ class TruConnectSensor(_DeferrableSensor):
             body = self.hook.request("GET", self.endpoint, params=self.query)
         except TruConnectNotFoundError:
             self.log.info("%s not found yet", self.endpoint)
+            return PokeReturnValue(is_done=False)
+        except TruConnectError as exc:
+            if not exc.retryable:
+                raise
+            self.log.warning("Polling %s failed after retries (%s); polling again", self.endpoint, exc)
             return PokeReturnValue(is_done=False)
         if self.response_check is not None:
             kwargs = determine_kwargs(self.response_check, [body], context)
@@ -275,12 +300,16 @@ class TruConnectSensor(_DeferrableSensor):
 
     def execute(self, context: Context) -> Any:
         """Poke (poke / reschedule mode), or poke once and defer to :class:`TruConnectSensorTrigger`."""
-        if not self.deferrable:
-            return super().execute(context)
-        result = self._poke_once(context)
-        if result.is_done:
-            return result.xcom_value
-        self._defer(self._end_time())
+        self._check_rendered()
+        try:
+            if not self.deferrable:
+                return super().execute(context)
+            result = self._poke_once(context)
+            if result.is_done:
+                return result.xcom_value
+            self._defer(self._end_time())
+        finally:
+            self.hook.close()
 
     def _defer(self, end_time: float) -> NoReturn:
         self.defer(
@@ -295,7 +324,8 @@ class TruConnectSensor(_DeferrableSensor):
             ),
             method_name="execute_complete",
             kwargs={"end_time": end_time},
-            timeout=timedelta(seconds=max(0.0, end_time - time.time())),
+            # Later than the trigger's own deadline, so that its timeout event normally arrives first.
+            timeout=timedelta(seconds=max(0.0, end_time - time.time()) + DEFER_TIMEOUT_GRACE),
         )
 
     def execute_complete(
@@ -308,19 +338,22 @@ class TruConnectSensor(_DeferrableSensor):
         :param end_time: the absolute deadline set when the sensor first deferred.
         :return: the field's value (declarative condition) or ``None`` (``response_check``).
         :raises AirflowSensorTimeout: on a ``timeout`` event or when the deadline passed (skipped with ``soft_fail``).
-        :raises TruConnectError: on an ``error`` event.
+        :raises TruConnectSensorError: on an ``error`` event or a malformed one (skipped with ``soft_fail``).
         """
         if not isinstance(event, Mapping):
-            raise TruConnectError(f"Unexpected trigger event: {type(event).__name__}")
+            raise TruConnectSensorError(f"Unexpected trigger event: {type(event).__name__}")
         status = event.get("status")
         message = str(event.get("message") or "no message")
         if status == "timeout":
             self._timed_out(message)
         if status != "success":
-            raise TruConnectError(f"Polling {self.endpoint} failed: {message}")
+            raise TruConnectSensorError(f"Polling {self.endpoint} failed: {message}")
         if event.get("check") != "worker":
             return event.get("value")
-        result = self.poke(context)
+        try:
+            result = self.poke(context)
+        finally:
+            self.hook.close()
         if result.is_done:
             return result.xcom_value
         deadline = end_time if end_time is not None else self._end_time()
@@ -329,7 +362,7 @@ class TruConnectSensor(_DeferrableSensor):
         self._defer(deadline)
 
 
-__all__ = ["TruConnectOrderFailedSensorError", "TruConnectOrderSensor", "TruConnectSensor"]
+__all__ = ["TruConnectOrderFailedSensorError", "TruConnectOrderSensor", "TruConnectSensor", "TruConnectSensorError"]
 
 
 def _triggers() -> Any:

@@ -22,8 +22,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient
 from airflow_provider_truconnect.client.auth import TokenCache
-from airflow_provider_truconnect.client.client import AsyncTruConnectClient
 from airflow_provider_truconnect.client.errors import (
     TruConnectError,
     TruConnectNotFoundError,

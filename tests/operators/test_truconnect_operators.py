@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import pickle
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
 
 from airflow_provider_truconnect.client.errors import (
     TruConnectConfigError,
@@ -20,13 +22,17 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectTimeoutError,
 )
 from airflow_provider_truconnect.emulator.server import RunningEmulator
+from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.operators.truconnect import (
     ORDER_ID_XCOM_KEY,
+    UNCERTAIN_ORDER_KEY,
     TruConnectCreateOrderOperator,
     TruConnectOperator,
+    TruConnectOrderUncertainFailError,
     TruConnectResponseCheckError,
     TruConnectXComTooLargeError,
 )
+from airflow_provider_truconnect.sensors.truconnect import TruConnectOrderSensor, TruConnectSensor
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger
 
 Body = Callable[..., dict[str, Any]]
@@ -129,6 +135,33 @@ class TestTruConnectOperator:
             TruConnectOperator(task_id="t", **kwargs)
         assert info.value.field == field
 
+    @pytest.mark.parametrize(
+        ("method", "endpoint"),
+        [
+            ("POST", "/v2/orders"),
+            ("post", "/v2/orders/"),
+            ("POST", "v2/orders"),
+            ("POST", " /V2/Orders "),
+            ("POST", "https://api.example.com/connect-api/v2/orders"),
+        ],
+    )
+    def test_placing_an_order_is_refused_pointing_to_the_order_operator(self, method: str, endpoint: str) -> None:
+        with pytest.raises(TruConnectConfigError, match="TruConnectCreateOrderOperator") as info:
+            TruConnectOperator(task_id="t", method=method, endpoint=endpoint, body={})
+        assert info.value.field == "endpoint"
+
+    def test_other_order_requests_stay_allowed(self) -> None:
+        TruConnectOperator(task_id="t", endpoint="/v2/orders")  # GET: list orders
+        TruConnectOperator(task_id="t", method="POST", endpoint="/v2/orders/o-1/notes")
+
+    def test_rendered_order_endpoint_is_refused_before_sending(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        op = TruConnectOperator(task_id="t", method="POST", endpoint="{{ params.path }}", body={})
+        op.endpoint = "/v2/orders"  # what the template rendered to
+        with pytest.raises(TruConnectConfigError, match="TruConnectCreateOrderOperator"):
+            op.execute(make_ctx())
+        assert emu.control.stats()["requests_total"] == 0
+        assert created_orders(emu) == []
+
     def test_no_hook_or_connection_lookup_in_init(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("AIRFLOW_CONN_TRUCONNECT_DEFAULT", raising=False)
         op = TruConnectOperator(task_id="t", endpoint="/v2/products", method="get")
@@ -177,7 +210,9 @@ class TestCreateOrderOnWorker:
         with pytest.raises(TruConnectConfigError) as info:
             order_op({"operation_type": "ACTIVATION", "sim_type": "ESIM"})
         assert info.value.field == "order.product"
-        op = order_op('{"operation_type": "TOPUP", "sim_type": "ESIM", "product": {"id": "p"}, "subscriber": {}}')
+        op = order_op(
+            '{"operation_type": "TOPUP", "sim_type": "ESIM", "country": "GB", "product": {"id": "p"}, "subscriber": {}}'
+        )
         with pytest.raises(TruConnectConfigError) as info:
             op.execute(make_ctx())
         assert info.value.field == "order.subscriber.sim.iccid"
@@ -193,7 +228,20 @@ class TestCreateOrderOnWorker:
 
     @pytest.mark.parametrize(
         ("kwargs", "field"),
-        [({"order": 42}, "order"), ({"poll_interval": 0}, "poll_interval"), ({"wait_timeout": -1}, "wait_timeout")],
+        [
+            ({"order": 42}, "order"),
+            ({"poll_interval": 0}, "poll_interval"),
+            ({"wait_timeout": -1}, "wait_timeout"),
+            ({"wait_timeout": math.inf}, "wait_timeout"),
+            ({"wait_timeout": math.nan}, "wait_timeout"),
+            ({"poll_interval": math.inf}, "poll_interval"),
+            ({"poll_interval": True}, "poll_interval"),
+            ({"deferrable": "false"}, "deferrable"),
+            ({"deferrable": 0}, "deferrable"),
+            ({"wait_for_completion": "no"}, "wait_for_completion"),
+            ({"wait_for_completion": None}, "wait_for_completion"),
+            ({"truconnect_conn_id": ""}, "truconnect_conn_id"),
+        ],
     )
     def test_arguments_are_validated(self, order_body: Body, kwargs: dict[str, Any], field: str) -> None:
         kwargs = {"order": order_body(), **kwargs}
@@ -207,6 +255,108 @@ class TestCreateOrderOnWorker:
         with pytest.raises(TruConnectOrderUncertainError, match="MAY have been created"):
             order_op(order_body()).execute(make_ctx())
         assert len(created_orders(emu)) == 1
+
+    def test_uncertain_order_fails_without_retries_where_there_is_no_state_store(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx
+    ) -> None:
+        # Airflow < 3.3: no store to remember the attempt, so the task must not be retried at all.
+        emu.control.add_fault(route="POST /v2/orders", status=500, after=True, count=1)
+        with pytest.raises(TruConnectOrderUncertainFailError) as info:
+            order_op(order_body(), retries=3).execute(make_ctx())
+        err = info.value
+        assert isinstance(err, TruConnectOrderUncertainError) and isinstance(err, AirflowFailException)
+        assert err.correlation_id and err.correlation_id in str(err)
+        assert "without retries" in str(err)
+        assert len(created_orders(emu)) == 1
+
+
+class FailingPushTI:
+    """A task instance whose XCom push fails (a flaky XCom backend), recording what the store held at that time."""
+
+    def __init__(self, store: Any, try_number: int = 1) -> None:
+        self.task_id = "place_order"
+        self.try_number = try_number
+        self.stats_tags: dict[str, str] = {}
+        self.store = store
+        self.stored_at_push: list[Any] = []
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.stored_at_push.append(self.store.get(STORE_KEY))
+        raise RuntimeError("XCom backend unavailable")
+
+    def xcom_pull(self, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+
+class RecordingLog:
+    """Stands in for ``self.log``: records ``(level, rendered message)``."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        def record(msg: Any, *args: Any, **kwargs: Any) -> None:
+            self.records.append((level, str(msg) % args if args else str(msg)))
+
+        return record
+
+
+class TestOrderIdPublication:
+    @pytest.mark.af3
+    def test_order_id_is_pushed_only_after_it_is_stored(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, state_store: Any
+    ) -> None:
+        ti = FailingPushTI(state_store)
+        summary = order_op(order_body()).execute(make_ctx(ti=ti, store=state_store))
+        assert summary["status"] == "COMPLETED"
+        assert ti.stored_at_push == [summary["order_id"]]
+
+    def test_a_failing_push_only_logs_a_warning(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, state_store: Any
+    ) -> None:
+        ti = FailingPushTI(state_store)
+        log = RecordingLog()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(TruConnectCreateOrderOperator, "log", log)
+            summary = order_op(order_body()).execute(make_ctx(ti=ti, store=state_store))
+        assert summary["status"] == "COMPLETED"
+        assert len(ti.stored_at_push) == 1  # tried once per try, not once per step
+        warnings = [text for level, text in log.records if level == "warning"]
+        assert len(warnings) == 1
+        assert "Could not push order id" in warnings[0] and "XCom backend unavailable" in warnings[0]
+        assert len(created_orders(emu)) == 1
+
+    @pytest.mark.af3
+    def test_a_retry_after_a_failing_push_reattaches(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        def lost_worker(self: Any, order_id: str) -> None:
+            raise RuntimeError("worker lost")
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(TruConnectCreateOrderOperator, "_wait_on_worker", lost_worker)
+            with pytest.raises(RuntimeError, match="worker lost"):
+                order_op(order_body()).execute(make_ctx(ti=FailingPushTI(state_store), store=state_store))
+        retry_ti = make_ti(try_number=2)
+        summary = order_op(order_body()).execute(make_ctx(ti=retry_ti, store=state_store))
+        assert [o["id"] for o in created_orders(emu)] == [summary["order_id"]]
+        assert retry_ti.xcoms[ORDER_ID_XCOM_KEY] == summary["order_id"]
+
+    @pytest.mark.af3
+    def test_an_already_completed_order_is_pushed_on_reattach(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        first = order_op(order_body()).execute(make_ctx(ti=FailingPushTI(state_store), store=state_store))
+        retry_ti = make_ti(try_number=2)
+        summary = order_op(order_body()).execute(make_ctx(ti=retry_ti, store=state_store))
+        assert summary["order_id"] == first["order_id"] == retry_ti.xcoms[ORDER_ID_XCOM_KEY]
+        assert len(created_orders(emu)) == 1
+
+    def test_the_id_is_pushed_before_deferring(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        context = make_ctx()
+        with pytest.raises(TaskDeferred):
+            order_op(order_body(), deferrable=True).execute(context)
+        assert context["ti"].xcoms[ORDER_ID_XCOM_KEY] == created_orders(emu)[0]["id"]
 
     def test_transient_poll_errors_do_not_fail_the_wait(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx
@@ -321,6 +471,45 @@ class TestCreateOrderRetrySafetyWithTaskStateStore:
         assert first.value.trigger.order_id == retry.value.trigger.order_id == state_store.data[STORE_KEY]
         assert len(created_orders(emu)) == 1
 
+    def test_uncertain_order_fails_without_retries_and_later_tries_refuse(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        # The order is created, then the answer is lost (500 after processing).
+        emu.control.add_fault(route="POST /v2/orders", status=500, after=True, count=1)
+        with pytest.raises(TruConnectOrderUncertainFailError) as first:
+            order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=1), store=state_store))
+        assert isinstance(first.value, AirflowFailException)
+        correlation_id = first.value.correlation_id
+        assert correlation_id and state_store.data[UNCERTAIN_ORDER_KEY]["correlation_id"] == correlation_id
+        assert STORE_KEY not in state_store.data
+        # A later try (a manual clear) refuses to POST and says what to check.
+        with pytest.raises(TruConnectOrderUncertainFailError, match="Check whether the order exists") as again:
+            order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert again.value.correlation_id == correlation_id and correlation_id in str(again.value)
+        assert UNCERTAIN_ORDER_KEY in str(again.value)
+        assert len(created_orders(emu)) == 1
+        assert emu.control.stats()["requests_by_route"]["POST /v2/orders"] == {"500": 1}
+
+    def test_answer_without_an_order_id_counts_as_uncertain(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(TruConnectHook, "create_order", lambda self, body: {"status": "ACCEPTED"})
+            with pytest.raises(TruConnectOrderUncertainFailError, match="without an order id"):
+                order_op(order_body()).execute(make_ctx(store=state_store))
+        assert state_store.data[UNCERTAIN_ORDER_KEY]["correlation_id"] is None
+        with pytest.raises(TruConnectOrderUncertainFailError, match="task and time of that try"):
+            order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert created_orders(emu) == []
+
+    def test_uncertain_record_does_not_stop_reattaching_to_a_stored_order(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        order_id = order_op(order_body(), wait_for_completion=False).execute(make_ctx(store=state_store))["order_id"]
+        state_store.data[UNCERTAIN_ORDER_KEY] = {"correlation_id": "c-1"}
+        summary = order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert summary["order_id"] == order_id and len(created_orders(emu)) == 1
+
     def test_retry_after_a_failed_order_places_a_new_one(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
     ) -> None:
@@ -382,3 +571,32 @@ def test_order_may_come_from_a_task_output() -> None:
     with pytest.raises(TruConnectConfigError) as info:
         TruConnectCreateOrderOperator(task_id="bad", order=42)  # type: ignore[arg-type]
     assert info.value.field == "order"
+
+
+def test_uncertain_fail_error_survives_serialisation_and_pickling() -> None:
+    err = TruConnectOrderUncertainFailError("POST /v2/orders failed", status_code=500, correlation_id="c-1")
+    _, args, kwargs = err.serialize()
+    for copy in (TruConnectOrderUncertainFailError(*args, **kwargs), pickle.loads(pickle.dumps(err))):
+        assert isinstance(copy, TruConnectOrderUncertainError) and isinstance(copy, AirflowFailException)
+        assert (copy.status_code, copy.correlation_id, str(copy)) == (500, "c-1", str(err))
+
+
+@pytest.mark.parametrize("conn_id", ["", "  ", None, 42])
+def test_every_task_class_checks_the_connection_id(conn_id: Any) -> None:
+    body = {
+        "operation_type": "TOPUP",
+        "sim_type": "PSIM",
+        "country": "GB",
+        "product": {"id": "p", "sold_price": 1, "sold_currency": "GBP", "activation_date": "2026-01-01"},
+        "subscriber": {"sim": {"iccid": "8944"}},
+    }
+    builders: list[Callable[[], Any]] = [
+        lambda: TruConnectOperator(task_id="a", endpoint="/v2/products", truconnect_conn_id=conn_id),
+        lambda: TruConnectCreateOrderOperator(task_id="b", order=body, truconnect_conn_id=conn_id),
+        lambda: TruConnectOrderSensor(task_id="c", order_id="o-1", truconnect_conn_id=conn_id),
+        lambda: TruConnectSensor(task_id="d", endpoint="/v2/x", response_check=bool, truconnect_conn_id=conn_id),
+    ]
+    for build in builders:
+        with pytest.raises(TruConnectConfigError) as info:
+            build()
+        assert info.value.field == "truconnect_conn_id"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from airflow.exceptions import AirflowRescheduleException
 from airflow.providers.common.compat.sdk import (
+    AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
@@ -17,16 +18,19 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_truconnect.client.errors import (
+    TruConnectClientError,
     TruConnectConfigError,
     TruConnectError,
     TruConnectOrderFailedError,
 )
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
+from airflow_provider_truconnect.operators.truconnect import DEFER_TIMEOUT_GRACE
 from airflow_provider_truconnect.sensors.truconnect import (
     TruConnectOrderFailedSensorError,
     TruConnectOrderSensor,
     TruConnectSensor,
+    TruConnectSensorError,
 )
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger, TruConnectSensorTrigger
 
@@ -110,6 +114,15 @@ class TestOrderSensor:
             TruConnectOrderSensor(task_id="w", order_id="")
         assert info.value.field == "order_id"
 
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [({"deferrable": "false"}, "deferrable"), ({"truconnect_conn_id": None}, "truconnect_conn_id")],
+    )
+    def test_arguments_are_validated(self, kwargs: dict[str, Any], field: str) -> None:
+        with pytest.raises(TruConnectConfigError) as info:
+            TruConnectOrderSensor(task_id="w", order_id="o-1", **kwargs)
+        assert info.value.field == field
+
 
 class TestOrderSensorDeferrable:
     def test_done_on_the_first_poke_does_not_defer(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
@@ -129,7 +142,8 @@ class TestOrderSensorDeferrable:
         assert kwargs["order_id"] == order_id and kwargs["poll_interval"] == 7.0
         assert kwargs["truconnect_conn_id"] == "truconnect_default"
         assert before + 900 <= kwargs["end_time"] <= time.time() + 900
-        assert deferred.timeout is not None and deferred.timeout.total_seconds() == 900
+        # Airflow's own deferral timeout leaves the trigger's timeout event (with the last status) time to arrive.
+        assert deferred.timeout is not None and deferred.timeout.total_seconds() == 900 + DEFER_TIMEOUT_GRACE
 
     def test_round_trip_through_the_trigger(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
         sensor = order_sensor(place(order_body()), deferrable=True)
@@ -149,6 +163,14 @@ class TestOrderSensorDeferrable:
             sensor.execute_complete(make_ctx(), {"status": "timeout", "message": "not finished by the deadline"})
         with pytest.raises(TruConnectError, match="HTTP 403"):
             sensor.execute_complete(make_ctx(), {"status": "error", "message": "HTTP 403"})
+
+    def test_error_event_is_an_airflow_exception_and_soft_fail_skips_it(self, make_ctx: Ctx) -> None:
+        error = {"event": {"status": "error", "message": "HTTP 403", "order_id": "o1"}}
+        with pytest.raises(TruConnectSensorError, match="HTTP 403") as info:
+            order_sensor("o1", deferrable=True).resume_execution("execute_complete", error, make_ctx())
+        assert isinstance(info.value, AirflowException) and isinstance(info.value, TruConnectError)
+        with pytest.raises(AirflowSkipException):
+            order_sensor("o1", deferrable=True, soft_fail=True).resume_execution("execute_complete", error, make_ctx())
 
     def test_soft_fail_turns_a_timeout_event_into_a_skip(self, make_ctx: Ctx) -> None:
         sensor = order_sensor("o1", deferrable=True, soft_fail=True)
@@ -173,7 +195,10 @@ class TestTruConnectSensorArguments:
             ({"field_path": "status", "accepted_values": ["A"], "response_check": bool}, "response_check"),
             ({"response_check": "yes"}, "response_check"),
             ({"endpoint": "", "response_check": bool}, "endpoint"),
+            ({"endpoint": "/v2/x?a=1", "response_check": bool}, "endpoint"),
             ({"query": "a=1", "response_check": bool}, "query"),
+            ({"response_check": bool, "deferrable": "false"}, "deferrable"),
+            ({"response_check": bool, "truconnect_conn_id": ""}, "truconnect_conn_id"),
         ],
     )
     def test_exactly_one_condition(self, kwargs: dict[str, Any], field: str) -> None:
@@ -181,6 +206,27 @@ class TestTruConnectSensorArguments:
         with pytest.raises(TruConnectConfigError) as info:
             TruConnectSensor(task_id="s", **kwargs)
         assert info.value.field == field
+
+    @pytest.mark.parametrize(
+        ("rendered", "field"),
+        [
+            ({"endpoint": "/v2/sims?iccid=1"}, "endpoint"),
+            ({"endpoint": " "}, "endpoint"),
+            ({"field_path": ""}, "field_path"),
+            ({"field_path": None}, "field_path"),
+        ],
+    )
+    def test_templated_fields_are_checked_after_rendering(
+        self, emu: RunningEmulator, make_ctx: Ctx, rendered: dict[str, Any], field: str
+    ) -> None:
+        sensor = endpoint_sensor(endpoint="{{ params.path }}", field_path="{{ params.field }}", accepted_values=["A"])
+        sensor.endpoint, sensor.field_path = "/v2/products", "status"
+        for name, value in rendered.items():  # what the templates could render to
+            setattr(sensor, name, value)
+        with pytest.raises(TruConnectConfigError) as info:
+            sensor.execute(make_ctx())
+        assert info.value.field == field
+        assert emu.control.stats()["requests_total"] == 0
 
 
 class TestTruConnectSensor:
@@ -232,7 +278,8 @@ class TestTruConnectSensor:
         kwargs = deferred.trigger.serialize()[1]
         assert kwargs["field_path"] == "status" and kwargs["accepted_values"] == ["COMPLETED"]
         assert deferred.kwargs == {"end_time": kwargs["end_time"]}
-        assert deferred.timeout is not None and 0 < deferred.timeout.total_seconds() <= 300
+        assert deferred.timeout is not None
+        assert DEFER_TIMEOUT_GRACE < deferred.timeout.total_seconds() <= 300 + DEFER_TIMEOUT_GRACE
         event = fire(deferred.trigger)
         assert sensor.execute_complete(make_ctx(), event=event, **deferred.kwargs) == "COMPLETED"
 
@@ -278,10 +325,21 @@ class TestTruConnectSensor:
         sensor = endpoint_sensor(endpoint="/v2/x", field_path="status", accepted_values=["A"], deferrable=True)
         with pytest.raises(AirflowSensorTimeout):
             sensor.execute_complete(make_ctx(), {"status": "timeout", "message": "late"})
-        with pytest.raises(TruConnectError, match="boom"):
+        with pytest.raises(TruConnectSensorError, match="boom"):
             sensor.execute_complete(make_ctx(), {"status": "error", "message": "boom"})
-        with pytest.raises(TruConnectError):
+        with pytest.raises(TruConnectSensorError):
             sensor.execute_complete(make_ctx(), None)
+
+    def test_soft_fail_skips_an_error_event(self, make_ctx: Ctx) -> None:
+        error = {"event": {"status": "error", "message": "boom", "endpoint": "/v2/x"}}
+        sensor = endpoint_sensor(endpoint="/v2/x", field_path="status", accepted_values=["A"], deferrable=True)
+        with pytest.raises(TruConnectSensorError, match="boom"):
+            sensor.resume_execution("execute_complete", error, make_ctx())
+        sensor = endpoint_sensor(
+            endpoint="/v2/x", field_path="status", accepted_values=["A"], deferrable=True, soft_fail=True
+        )
+        with pytest.raises(AirflowSkipException):
+            sensor.resume_execution("execute_complete", error, make_ctx())
 
     @pytest.mark.af3  # Airflow 2's reschedule mode reads earlier reschedules from the metadata database
     def test_reschedule_mode(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
@@ -300,3 +358,108 @@ def test_failed_sensor_error_survives_serialisation_and_pickling() -> None:
     _, args, kwargs = err.serialize()
     for copy in (TruConnectOrderFailedSensorError(*args, **kwargs), pickle.loads(pickle.dumps(err))):
         assert (copy.order_id, copy.error_type, copy.messages, str(copy)) == ("o1", "T", ("why",), str(err))
+
+
+def test_sensor_error_survives_serialisation_and_pickling() -> None:
+    import pickle
+
+    err = TruConnectSensorError("Polling /v2/x failed: boom", status_code=503, correlation_id="c-1")
+    _, args, kwargs = err.serialize()
+    for copy in (TruConnectSensorError(*args, **kwargs), pickle.loads(pickle.dumps(err))):
+        assert isinstance(copy, AirflowException)
+        assert (copy.status_code, copy.correlation_id, str(copy)) == (503, "c-1", str(err))
+
+
+# ================================================================================ errors, closing the hook
+ORDER_ROUTE = "GET /v2/orders/{order_id}"
+
+
+class TestRetryableErrorsOutlastingTheRetryBudget:
+    """With ``max_retries=0`` every failed poll exhausts the client's retries; the wait must go on regardless."""
+
+    def test_order_sensor_keeps_poking(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, add_conn: Callable[..., str]
+    ) -> None:
+        conn_id = add_conn("truconnect_noretry", max_retries=0)
+        order_id = place(order_body())
+        emu.control.add_fault(route=ORDER_ROUTE, status=503, count=3)
+        summary = order_sensor(order_id, truconnect_conn_id=conn_id).execute(make_ctx())
+        assert summary["status"] == "COMPLETED"
+        assert emu.control.stats()["requests_by_route"][ORDER_ROUTE]["503"] == 3
+
+    def test_endpoint_sensor_keeps_poking(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, add_conn: Callable[..., str]
+    ) -> None:
+        conn_id = add_conn("truconnect_noretry", max_retries=0)
+        order_id = place(order_body())
+        emu.control.add_fault(route=ORDER_ROUTE, status=502, count=2)
+        emu.control.add_fault(route=ORDER_ROUTE, status=429, retry_after=0, count=1)
+        sensor = endpoint_sensor(
+            endpoint=f"/v2/orders/{order_id}",
+            field_path="status",
+            accepted_values=["COMPLETED"],
+            truconnect_conn_id=conn_id,
+        )
+        assert sensor.execute(make_ctx()) == "COMPLETED"
+
+    def test_a_retryable_error_on_the_first_poke_still_defers(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, add_conn: Callable[..., str]
+    ) -> None:
+        conn_id = add_conn("truconnect_noretry", max_retries=0)
+        emu.control.add_fault(route=ORDER_ROUTE, status=503, count=1)
+        with pytest.raises(TaskDeferred):
+            order_sensor(place(order_body()), deferrable=True, truconnect_conn_id=conn_id).execute(make_ctx())
+
+    def test_other_errors_still_fail_the_poke(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        order_id = place(order_body())
+        emu.control.add_fault(route=ORDER_ROUTE, status=400, count=1)
+        with pytest.raises(TruConnectClientError):
+            order_sensor(order_id).execute(make_ctx())
+
+
+def _client_is_open(sensor: Any) -> bool:
+    return "client" in sensor.hook.__dict__
+
+
+class TestTheHookIsClosed:
+    def test_after_poke_mode(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        order_id = place(order_body())
+        sensor = order_sensor(order_id)
+        sensor.execute(make_ctx())
+        assert not _client_is_open(sensor)
+        with pytest.raises(TruConnectOrderFailedSensorError):
+            failed = order_sensor(place(order_body(email="jane+fail@example.com")))
+            emu.control.advance(10)
+            failed.execute(make_ctx())
+        assert not _client_is_open(failed)
+
+    def test_before_deferring(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        order_id = place(order_body(email="jane+slow@example.com"))
+        sensors = [
+            order_sensor(order_id, deferrable=True),
+            endpoint_sensor(
+                endpoint=f"/v2/orders/{order_id}", field_path="status", accepted_values=["COMPLETED"], deferrable=True
+            ),
+            endpoint_sensor(endpoint=f"/v2/orders/{order_id}", response_check=lambda r: False, deferrable=True),
+        ]
+        for sensor in sensors:
+            with pytest.raises(TaskDeferred):
+                sensor.execute(make_ctx())
+            assert not _client_is_open(sensor)
+
+    def test_after_a_worker_side_check(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        order_id = place(order_body())
+        emu.control.advance(10)
+        sensor = endpoint_sensor(
+            endpoint=f"/v2/orders/{order_id}", response_check=lambda r: r["status"] == "COMPLETED", deferrable=True
+        )
+        worker_event = {"status": "success", "message": "", "endpoint": "x", "check": "worker"}
+        assert sensor.execute_complete(make_ctx(), event=worker_event, end_time=time.time() + 60) is None
+        assert not _client_is_open(sensor)
+
+    @pytest.mark.af3  # Airflow 2's reschedule mode reads earlier reschedules from the metadata database
+    def test_before_rescheduling(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+        sensor = order_sensor(place(order_body(email="jane+slow@example.com")), mode="reschedule", poke_interval=60)
+        with pytest.raises(AirflowRescheduleException):
+            sensor.execute(make_ctx())
+        assert not _client_is_open(sensor)
