@@ -67,7 +67,12 @@ class TruConnectSensorError(TruConnectError, AirflowException):  # type: ignore[
 class _DeferrableSensor(TruConnectHookMixin, BaseSensorOperator):
     """Poke once on the worker; defer only when not done. Skips on failure with ``soft_fail`` / ``never_fail``."""
 
-    deferrable: bool
+    def __init__(self, *, deferrable: bool, truconnect_conn_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _check_conn_id(truconnect_conn_id)
+        _check_bool(deferrable, "deferrable")
+        self.deferrable = deferrable
+        self.truconnect_conn_id = truconnect_conn_id
 
     def _poke_once(self, context: Context) -> PokeReturnValue:
         # BaseSensorOperator.execute applies soft_fail / never_fail to pokes; this first poke runs outside it.
@@ -123,14 +128,10 @@ class TruConnectOrderSensor(_DeferrableSensor):
         truconnect_conn_id: str = TruConnectHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        _check_conn_id(truconnect_conn_id)
-        _check_bool(deferrable, "deferrable")
+        super().__init__(deferrable=deferrable, truconnect_conn_id=truconnect_conn_id, **kwargs)
         if not isinstance(order_id, str) or not order_id.strip():
             raise TruConnectConfigError("order_id", "must be a non-empty string")
         self.order_id = order_id
-        self.deferrable = deferrable
-        self.truconnect_conn_id = truconnect_conn_id
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Fetch the order once.
@@ -224,9 +225,7 @@ class TruConnectSensor(_DeferrableSensor):
         truconnect_conn_id: str = TruConnectHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        _check_conn_id(truconnect_conn_id)
-        _check_bool(deferrable, "deferrable")
+        super().__init__(deferrable=deferrable, truconnect_conn_id=truconnect_conn_id, **kwargs)
         if not isinstance(endpoint, str) or not endpoint.strip():
             raise TruConnectConfigError("endpoint", "must be a non-empty string")
         if not _is_templated(endpoint):
@@ -261,8 +260,6 @@ class TruConnectSensor(_DeferrableSensor):
         self.field_path = field_path
         self.accepted_values = list(accepted_values) if accepted_values is not None else None
         self.response_check = response_check
-        self.deferrable = deferrable
-        self.truconnect_conn_id = truconnect_conn_id
 
     def _check_rendered(self) -> None:
         # Templated fields are rendered by now; check them again.
