@@ -92,14 +92,20 @@ def test_legacy_form_widgets_mirror_the_declarative_fields() -> None:
         with pytest.raises(ImportError):
             TruConnectHook.get_connection_form_widgets()
         return
+    from airflow.providers_manager import ProvidersManager
+
     widgets = TruConnectHook.get_connection_form_widgets()
     assert set(widgets) == set(CONN_FIELDS)
+    # Airflow 2 silently drops a whole form that uses a field class it does not support.
+    manager = ProvidersManager()
+    manager._add_widgets("airflow-provider-truconnect", TruConnectHook, widgets)
+    assert {f"extra__truconnect__{name}" for name in CONN_FIELDS} <= set(manager._connection_form_widgets)
     kinds = {name: field.field_class.__name__ for name, field in widgets.items()}
     assert kinds == {
         "oauth_url": "StringField",
         "scope": "StringField",
-        "client_auth": "SelectField",
-        "timeout": "FloatField",
+        "client_auth": "StringField",
+        "timeout": "IntegerField",
         "max_retries": "IntegerField",
         "verify_ssl": "BooleanField",
         "allow_insecure_http": "BooleanField",

@@ -211,37 +211,32 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Return the legacy extra-field widgets (Airflow < 3.2, where Flask-AppBuilder and wtforms exist)."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
-        from wtforms import BooleanField, FloatField, IntegerField, SelectField, StringField
-        from wtforms.validators import NumberRange, Optional
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import AnyOf, NumberRange, Optional
 
+        # Airflow 2 accepts only StringField, IntegerField, BooleanField and PasswordField here.
         widgets: dict[str, Any] = {}
         for name, spec in CONN_FIELDS.items():
             schema = spec["schema"]
             label, description = lazy_gettext(spec["label"]), spec["description"]
-            bounds = NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))
-            if "enum" in schema:
-                choices = [(value, value) for value in schema["enum"]]
-                widgets[name] = SelectField(
-                    label,
-                    choices=choices,
-                    widget=Select2Widget(),
-                    default=schema.get("default"),
-                    description=description,
-                )
-            elif "boolean" in schema["type"]:
+            if "boolean" in schema["type"]:
                 widgets[name] = BooleanField(label, default=schema.get("default", False), description=description)
-            elif "integer" in schema["type"]:
+            elif "integer" in schema["type"] or "number" in schema["type"]:
+                bounds = NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))
                 widgets[name] = IntegerField(
                     label, widget=BS3TextFieldWidget(), validators=[Optional(), bounds], description=description
                 )
-            elif "number" in schema["type"]:
-                widgets[name] = FloatField(
-                    label, widget=BS3TextFieldWidget(), validators=[Optional(), bounds], description=description
-                )
             else:
-                widgets[name] = StringField(label, widget=BS3TextFieldWidget(), description=description)
+                validators = [Optional(), AnyOf(schema["enum"])] if "enum" in schema else []
+                widgets[name] = StringField(
+                    label,
+                    widget=BS3TextFieldWidget(),
+                    validators=validators,
+                    default=schema.get("default"),
+                    description=description,
+                )
         return widgets
 
 
