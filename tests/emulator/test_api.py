@@ -310,7 +310,7 @@ def test_correlation_ids_recorded_and_strict_mode(api, emu):
 
 
 def test_rate_limit(api, other_api, emu):
-    # Start just after a minute boundary of the emulator clock, so the fixed one-minute window cannot roll over mid-test.
+    # Start just after a minute boundary of the emulator clock: the fixed one-minute window cannot roll over mid-test.
     emu.control.set_time((emu.control.now() // 60 + 1) * 60 + 0.5)
     emu.control.set_config(rate_limit_per_minute=3)
     statuses = [api.get("/v2/products").status_code for _ in range(4)]
