@@ -153,17 +153,21 @@ class AsyncTruConnectClient(_ClientCore):
         call = self.prepare(method, endpoint, params, json, headers, idempotent)
 
         async def attempt() -> Any:
-            base, token = self.attempt_headers(call), await self._token_for_request()
-            resp = await self._send(
-                call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
-            )
-            if resp.status == 401:
-                self.tokens.invalidate(token)
-                token = await self._token_for_request()
+            try:
+                base, token = self.attempt_headers(call), await self._token_for_request()
                 resp = await self._send(
                     call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
                 )
-            return self.finish(call, resp)
+                if resp.status == 401:
+                    self.tokens.invalidate(token)
+                    token = await self._token_for_request()
+                    resp = await self._send(
+                        call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
+                    )
+                return self.finish(call, resp)
+            except TruConnectError as exc:
+                call.note_failure(exc)
+                raise
 
         try:
             return await self.retry_policy.acall(attempt, idempotent=call.idempotent, describe=call.describe)

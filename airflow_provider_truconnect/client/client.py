@@ -229,16 +229,22 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
         call = self.prepare(method, endpoint, params, json, headers, idempotent)
 
         def attempt() -> Any:
-            base, token = self.attempt_headers(call), self._token_for_request()
-            resp = self._send(call.method, call.url, headers=_authorised(base, token), params=params, data=call.body)
-            if resp.status == 401:
-                # One forced renewal: the token may have been revoked or expired early.
-                self.tokens.invalidate(token)
-                token = self._token_for_request()
+            try:
+                base, token = self.attempt_headers(call), self._token_for_request()
                 resp = self._send(
                     call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
                 )
-            return self.finish(call, resp)
+                if resp.status == 401:
+                    # One forced renewal: the token may have been revoked or expired early.
+                    self.tokens.invalidate(token)
+                    token = self._token_for_request()
+                    resp = self._send(
+                        call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
+                    )
+                return self.finish(call, resp)
+            except TruConnectError as exc:
+                call.note_failure(exc)
+                raise
 
         try:
             return self.retry_policy.call(attempt, idempotent=call.idempotent, describe=call.describe)

@@ -118,10 +118,16 @@ class _Call:
     body: bytes | None
     extra_headers: Mapping[str, str] | None
     correlation_ids: list[str] = field(default_factory=list)
+    #: An earlier attempt failed after reaching the API (a 5xx, a timeout, a dropped connection): it may have acted.
+    maybe_processed: bool = False
 
     @property
     def describe(self) -> str:
         return describe(self.method, self.url)
+
+    def note_failure(self, exc: TruConnectError) -> None:
+        if exc.sent and exc.retryable:
+            self.maybe_processed = True
 
 
 def _authorised(headers: Mapping[str, str], token: Token) -> dict[str, str]:
@@ -231,6 +237,10 @@ class _ClientCore:
 
     def finish(self, call: _Call, response: RawResponse) -> Any:
         path, cid = urlsplit(call.url).path, call.correlation_ids[-1]
+        if response.status == 404 and call.method == "DELETE" and call.maybe_processed:
+            # The earlier attempt deleted it and only its answer was lost: the repeat finds nothing, which is success.
+            log.info("%s: already gone after an earlier attempt failed in transit; treating as deleted", call.describe)
+            return None
         if 200 <= response.status < 300:
             return success_body(response.status, response.content, method=call.method, path=path, correlation_id=cid)
         raise error_for_response(

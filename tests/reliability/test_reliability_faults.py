@@ -285,3 +285,19 @@ def test_401_twice_is_an_auth_error_not_retried(harness: Harness) -> None:
     assert harness.waits == []
     assert harness.route_counts(ROUTE) == {"200": 1, "401": 2}
     assert info.value.correlation_id in [r["correlation_id"] for r in harness.stats()["requests"]]
+
+
+def test_delete_processed_but_answer_lost_counts_as_deleted(harness: Harness) -> None:
+    """A DELETE whose first answer was lost is repeated; the repeat's 404 means the first one worked."""
+    from airflow_provider_truconnect.client import TruConnectNotFoundError
+    from tests.reliability.support import activation_order
+
+    created = harness.create_order(activation_order(harness.emu))
+    harness.clock.advance(60)
+    iccid = harness.call("GET", f"/v2/orders/{created['id']}")["output"]["iccid"]
+    harness.emu.control.add_fault("DELETE /v2/sims/{iccid}", status=503, after=True, count=1)
+    assert harness.call("DELETE", f"/v2/sims/{iccid}") is None
+    assert harness.route_counts("DELETE /v2/sims/{iccid}") == {"503": 1, "404": 1}
+    # Without an earlier attempt that may have acted, a 404 is still an error.
+    with pytest.raises(TruConnectNotFoundError):
+        harness.call("DELETE", f"/v2/sims/{iccid}")
