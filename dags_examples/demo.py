@@ -106,24 +106,15 @@ def run_child(env: Mapping[str, str], results: Path, log_path: Path, timeout: fl
     :param timeout: seconds before the child is killed.
     :return: the child's exit code.
     """
+    from airflow_provider_truconnect.emulator.server import stop_process
+
     cmd = [sys.executable, "-m", "dags_examples.demo", "--child", str(results)]
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, env=dict(env), stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT))
         try:
             return proc.wait(timeout=timeout)
         finally:
-            _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+            stop_process(proc)
 
 
 # ------------------------------------------------------------------------------------------------ child half

@@ -311,13 +311,22 @@ def _run_subprocess(config: EmulatorConfig) -> Iterator[RunningEmulator]:
     finally:
         if control is not None:
             control.close()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a child process, killing it if it has not exited 10 s later.
+
+    :param proc: the child.
+    """
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _read_url(proc: subprocess.Popen[str]) -> str:
