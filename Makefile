@@ -12,7 +12,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 # Compiled at install time: every Airflow process otherwise compiles ~1,000 modules on start.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help venv venv211 lint typecheck unit unit-af211 e2e-deps e2e test demo bench lock clean emulator
+.PHONY: help venv venv211 lint typecheck unit unit-af211 system-deps e2e test demo bench lock clean emulator
 
 help:
 	@echo "make demo   - run the example DAGs end to end against the bundled emulator"
@@ -50,11 +50,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-# Debian's Chromium for the browser tests (Playwright drives it; no browser download).
-e2e-deps:
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+# Debian packages the tests need (Chromium, ...): scripts/system-deps.sh lists each with its reason and prints what
+# it installs before installing it.
+system-deps:
+	@scripts/system-deps.sh
 
 unit: venv
 	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
@@ -62,10 +61,10 @@ unit: venv
 unit-af211: venv211
 	$(VENV211)/bin/python -m pytest -m "not e2e and not af3" -p no:cacheprovider $(PYTEST_ARGS)
 
-e2e: venv e2e-deps
+e2e: venv system-deps
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
-test: lint typecheck e2e-deps
+test: lint typecheck system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) unit-af211
 
