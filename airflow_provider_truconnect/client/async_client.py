@@ -43,6 +43,22 @@ def _shared_ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
     return httpx.create_ssl_context()
 
 
+def new_http_client(config: ClientConfig) -> httpx.AsyncClient:
+    """The ``httpx.AsyncClient`` (connection pool) for a configuration: its TLS trust, timeouts and limits.
+
+    The one place where the async transport is configured; clients built for the same settings may share one.
+
+    :param config: the client configuration.
+    :return: a new client; the caller closes it.
+    """
+    return httpx.AsyncClient(
+        verify=_shared_ssl_context(config.verify_ssl),
+        timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        follow_redirects=False,
+    )
+
+
 class AsyncTruConnectClient(_ClientCore):
     """Asynchronous Connect API client over one ``httpx.AsyncClient``, for triggers.
 
@@ -70,12 +86,7 @@ class AsyncTruConnectClient(_ClientCore):
             correlation_prefix=correlation_prefix,
         )
         self._owns_client = http_client is None
-        self.http = http_client or httpx.AsyncClient(
-            verify=_shared_ssl_context(config.verify_ssl),
-            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-            follow_redirects=False,
-        )
+        self.http = http_client or new_http_client(config)
         self._on_new_token_async = on_new_token_async
 
     async def aclose(self) -> None:

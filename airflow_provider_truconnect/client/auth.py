@@ -3,8 +3,9 @@
 Connect API access tokens live 5 minutes and, when a refresh token is issued, it lives 30 [DOC connect-api.md §1.3].
 The manager renews a token shortly before it expires, prefers the ``refresh_token`` grant while a refresh token is
 valid, falls back to ``client_credentials`` when the refresh is refused or none was issued, and lets exactly one
-caller per cache key talk to the token endpoint at a time (single flight), in threads and in event loops alike; when
-that renewal fails, the callers already waiting for it get its failure rather than repeating it.
+caller per cache key and process talk to the token endpoint at a time (single flight): threads, the tasks of one event
+loop and the tasks of different event loops all take the same per-key lock. When that renewal fails, the callers
+already waiting for it get its failure rather than repeating it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -198,23 +200,57 @@ class AsyncTokenFetcher(Protocol):
     def __call__(self, grant: GrantRequest, previous: Token | None) -> Awaitable[Token]: ...
 
 
+#: Every live cache, so that a forked child can replace their locks (see :meth:`TokenCache._after_fork`).
+_CACHES: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+
+
+def _reset_caches_after_fork() -> None:
+    for cache in list(_CACHES):
+        cache._after_fork()
+
+
+async def acquire_without_blocking(lock: threading.Lock, poll: float = 0.005) -> None:
+    """Acquire a ``threading.Lock`` from a coroutine without blocking its event loop.
+
+    Polls instead of handing ``lock.acquire`` to a worker thread: a cancelled wait then never leaves the lock taken by
+    a thread nobody will release it from. Contention only happens during a renewal, so polls are few.
+
+    :param lock: the lock.
+    :param poll: seconds between attempts.
+    """
+    while not lock.acquire(blocking=False):
+        await asyncio.sleep(poll)
+
+
 class TokenCache:
     """Process-wide store of tokens keyed by (token URL, client id, scope, secret digest).
 
-    Holds one ``threading.Lock`` per key for threads and one ``asyncio.Lock`` per key and event loop for coroutines,
-    so renewals are single-flight in both worlds while sync and async code share the same tokens. The last failed
-    renewal of each key is kept, numbered, so that callers who were already waiting for that renewal share its failure
-    instead of repeating it one after the other.
+    Holds one ``threading.Lock`` per key, taken by every renewal of that key (threads block on it; coroutines poll it
+    without blocking their loop), and one ``asyncio.Lock`` per key and event loop so that the coroutines of one loop
+    queue for it in order. Renewals are therefore single-flight per key across threads and event loops, while sync and
+    async code share the same tokens. The last failed renewal of each key is kept, numbered, so that callers who were
+    already waiting for that renewal share its failure instead of repeating it one after the other.
+
+    A child process forked while another thread held one of the locks would wait for it forever; the locks are
+    replaced in the child (the tokens stay: they are still valid there).
     """
 
     def __init__(self) -> None:
         self._tokens: dict[CacheKey, Token] = {}
+        self._failures: dict[CacheKey, tuple[int, TruConnectError]] = {}
+        self._new_locks()
+        _CACHES.add(self)
+
+    def _new_locks(self) -> None:
         self._guard = threading.Lock()
         self._thread_locks: dict[CacheKey, threading.Lock] = {}
         self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[CacheKey, asyncio.Lock]] = (
             weakref.WeakKeyDictionary()
         )
-        self._failures: dict[CacheKey, tuple[int, TruConnectError]] = {}
+
+    def _after_fork(self) -> None:
+        # Only the forking thread exists in the child; a lock some other thread held stays held forever.
+        self._new_locks()
 
     def get(self, key: CacheKey) -> Token | None:
         """Return the cached token for ``key``, if any."""
@@ -268,7 +304,7 @@ class TokenCache:
         return copy.copy(failure[1])
 
     def thread_lock(self, key: CacheKey) -> threading.Lock:
-        """The lock serialising renewals of ``key`` across threads."""
+        """The lock serialising renewals of ``key`` across threads and event loops."""
         with self._guard:
             return self._thread_locks.setdefault(key, threading.Lock())
 
@@ -279,6 +315,8 @@ class TokenCache:
             locks = self._loop_locks.setdefault(loop, {})
             return locks.setdefault(key, asyncio.Lock())
 
+
+os.register_at_fork(after_in_child=_reset_caches_after_fork)
 
 #: The default cache: one per process, shared by every hook, client and trigger of the process.
 DEFAULT_TOKEN_CACHE = TokenCache()
@@ -376,20 +414,25 @@ class TokenManager:
             return token
         mark = self.cache.failure_mark(self.key)
         async with self.cache.loop_lock(self.key):
-            token = self._usable()
-            if token is not None:
-                return token
-            self._raise_shared_failure(mark)
+            key_lock = self.cache.thread_lock(self.key)
+            await acquire_without_blocking(key_lock)
             try:
-                token = await self._renew_async(fetch)
-            except TruConnectError as exc:
-                self.cache.record_failure(self.key, exc)
-                raise
-            for value in (token.access_token, token.refresh_token):
-                if value:
-                    await on_new_token(value)
-            self.cache.put(self.key, token)
-            return token
+                token = self._usable()
+                if token is not None:
+                    return token
+                self._raise_shared_failure(mark)
+                try:
+                    token = await self._renew_async(fetch)
+                except TruConnectError as exc:
+                    self.cache.record_failure(self.key, exc)
+                    raise
+                for value in (token.access_token, token.refresh_token):
+                    if value:
+                        await on_new_token(value)
+                self.cache.put(self.key, token)
+                return token
+            finally:
+                key_lock.release()
 
     async def _renew_async(self, fetch: AsyncTokenFetcher) -> Token:
         source = self._renewal_source()
