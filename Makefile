@@ -67,6 +67,7 @@ e2e: venv system-deps
 test: lint typecheck system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) unit-af211
+	$(MAKE) dist
 
 demo: venv
 	$(BIN)/python -m dags_examples.demo
@@ -77,9 +78,33 @@ bench: venv
 emulator: venv
 	$(BIN)/truconnect-emulator --host 127.0.0.1 --port 8765
 
+# Release artefacts: wheel and sdist from a pinned build backend (requirements/build.txt), `twine check`, the
+# pre-commit configuration validated, then scripts/wheel_smoke/run.py checks the files in both and installs the wheel
+# (not `-e .`) with the Airflow 3.3 lock into a fresh, throw-away venv to run the provider from there.
+VENV_DIST := .venv-dist
+
+$(VENV_DIST)/.installed: requirements/dist-tools.txt | $(UV)
+	$(UV) venv -q --allow-existing -p $(PYTHON) $(VENV_DIST)
+	$(UV) pip install -q --python $(VENV_DIST)/bin/python -r requirements/dist-tools.txt
+	touch $@
+
+.PHONY: dist
+dist: $(VENV_DIST)/.installed
+	$(UV) build -q -p $(PYTHON) --clear --build-constraints requirements/build.txt --out-dir dist
+	$(VENV_DIST)/bin/twine check --strict dist/*.whl dist/*.tar.gz
+	$(VENV_DIST)/bin/pre-commit validate-config .pre-commit-config.yaml
+	$(VENV_DIST)/bin/python scripts/wheel_smoke/run.py --uv $(UV) --python $(PYTHON) dist
+
+# Shared development hooks (.pre-commit-config.yaml): they run ruff and mypy from .venv, the detectors from .venv-dist.
+.PHONY: pre-commit
+pre-commit: venv $(VENV_DIST)/.installed
+	$(VENV_DIST)/bin/pre-commit install
+
 lock: $(UV)
 	$(UV) pip compile -q -p 3.11 --upgrade requirements/airflow-3.3.in -o requirements/airflow-3.3.txt
 	$(UV) pip compile -q -p 3.11 --upgrade requirements/airflow-2.11.in -o requirements/airflow-2.11.txt
+	$(UV) pip compile -q -p 3.11 --upgrade requirements/build.in -o requirements/build.txt
+	$(UV) pip compile -q -p 3.11 --upgrade requirements/dist-tools.in -o requirements/dist-tools.txt
 
 clean:
 	rm -rf $(VENV) $(VENV211) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache test-results
