@@ -61,10 +61,11 @@ unit: venv
 unit-af211: venv211
 	$(VENV211)/bin/python -m pytest -m "not e2e and not af3" -p no:cacheprovider $(PYTEST_ARGS)
 
-e2e: venv system-deps
+# The Airflow 2.11 browser tests run a 2.11 webserver from $(VENV211) and drive it from $(VENV).
+e2e: venv venv211 system-deps
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
-test: lint typecheck system-deps
+test: lint typecheck system-deps venv211
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) unit-af211
 	$(MAKE) dist

@@ -201,43 +201,24 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
     # Connection form for Airflow < 3.2; 3.2+ reads the same data declaratively from get_provider_info().
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Return the legacy custom field behaviour (hidden, relabelled and placeholder fields)."""
-        return {
-            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
-            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
-            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
-        }
+        """Return the legacy custom field behaviour (hidden, relabelled and placeholder fields).
+
+        :return: the declarative behaviour without the placeholders Airflow 2's form cannot place.
+        """
+        from airflow_provider_truconnect.hooks.legacy_form import legacy_field_behaviour
+
+        return legacy_field_behaviour(UI_FIELD_BEHAVIOUR)
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Return the legacy extra-field widgets (Airflow < 3.2, where Flask-AppBuilder and wtforms exist)."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import BooleanField, IntegerField, StringField
-        from wtforms.validators import AnyOf, NumberRange, Optional
+        """Return the legacy extra-field widgets (Airflow < 3.2, where Flask-AppBuilder and wtforms exist).
 
-        # Airflow 2 accepts only StringField, IntegerField, BooleanField and PasswordField here.
-        widgets: dict[str, Any] = {}
-        for name, spec in CONN_FIELDS.items():
-            schema = spec["schema"]
-            label, description = lazy_gettext(spec["label"]), spec["description"]
-            if "boolean" in schema["type"]:
-                widgets[name] = BooleanField(label, default=schema.get("default", False), description=description)
-            elif "integer" in schema["type"] or "number" in schema["type"]:
-                bounds = NumberRange(min=schema.get("minimum"), max=schema.get("maximum"))
-                widgets[name] = IntegerField(
-                    label, widget=BS3TextFieldWidget(), validators=[Optional(), bounds], description=description
-                )
-            else:
-                validators = [Optional(), AnyOf(schema["enum"])] if "enum" in schema else []
-                widgets[name] = StringField(
-                    label,
-                    widget=BS3TextFieldWidget(),
-                    validators=validators,
-                    default=schema.get("default"),
-                    description=description,
-                )
-        return widgets
+        :return: one wtforms field per declarative ``conn-fields`` entry.
+        :raises ImportError: on Airflow 3.2+, which installs neither Flask-AppBuilder nor wtforms.
+        """
+        from airflow_provider_truconnect.hooks.legacy_form import legacy_form_widgets
+
+        return legacy_form_widgets(CONN_FIELDS)
 
 
 class TruConnectHookMixin:
