@@ -19,6 +19,7 @@ help:
 	@echo "make test   - lint, type-check, the whole test suite on Airflow 3.3.2, unit suite on Airflow 2.11"
 	@echo "make bench  - benchmarks, written to BENCHMARKS.md"
 	@echo "make emulator - start the Connect API emulator on 127.0.0.1:8765"
+	@echo "make docs   - the documentation site, into docs/_build/html"
 
 # uv lives in its own small venv, so the test environments hold only what the lock files say.
 $(UV):
@@ -61,12 +62,22 @@ unit: venv
 unit-af211: venv211
 	$(VENV211)/bin/python -m pytest -m "not e2e and not af3" -p no:cacheprovider $(PYTEST_ARGS)
 
-# The Airflow 2.11 browser tests run a 2.11 webserver from $(VENV211) and drive it from $(VENV).
-e2e: venv venv211 system-deps
+e2e: venv system-deps
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
-test: lint typecheck system-deps venv211
+# The documentation site (docs/, Sphinx) into docs/_build/html. Warnings are errors and every cross-reference must
+# resolve (-W -n); -E re-reads every page, so a warning is never hidden by an incremental build.
+.PHONY: docs
+$(VENV)/.docs-installed: requirements/docs.txt $(VENV)/.installed
+	$(UV) pip install -q --python $(BIN)/python -r requirements/airflow-3.3.txt -r requirements/docs.txt
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/python -m sphinx -W --keep-going -n -E -q -b html docs docs/_build/html
+
+test: lint typecheck system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) docs
 	$(MAKE) unit-af211
 	$(MAKE) dist
 
@@ -103,9 +114,10 @@ pre-commit: venv $(VENV_DIST)/.installed
 
 lock: $(UV)
 	$(UV) pip compile -q -p 3.11 --upgrade requirements/airflow-3.3.in -o requirements/airflow-3.3.txt
+	$(UV) pip compile -q -p 3.11 --upgrade requirements/docs.in -c requirements/airflow-3.3.txt -o requirements/docs.txt
 	$(UV) pip compile -q -p 3.11 --upgrade requirements/airflow-2.11.in -o requirements/airflow-2.11.txt
 	$(UV) pip compile -q -p 3.11 --upgrade requirements/build.in -o requirements/build.txt
 	$(UV) pip compile -q -p 3.11 --upgrade requirements/dist-tools.in -o requirements/dist-tools.txt
 
 clean:
-	rm -rf $(VENV) $(VENV211) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache test-results
+	rm -rf $(VENV) $(VENV211) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache test-results docs/_build
