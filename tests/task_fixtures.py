@@ -90,6 +90,9 @@ class FakeTaskStateStore:
         assert value is not None
         self.data[key] = value
 
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
 
 class FakeTI:
     """The bits of a task instance the operators and sensors use."""

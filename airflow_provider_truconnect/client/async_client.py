@@ -6,8 +6,6 @@ httpx (about 150 ms); only the triggerer, which runs the triggers, pays for it.
 
 from __future__ import annotations
 
-import functools
-import os.path
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,24 +21,9 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectConnectionError,
     TruConnectError,
 )
-from airflow_provider_truconnect.client.resources import order_path
+from airflow_provider_truconnect.client.paths import order_path
+from airflow_provider_truconnect.client.responses import expect_object
 from airflow_provider_truconnect.client.retry import RetryPolicy
-
-
-@functools.lru_cache(maxsize=8)
-def _shared_ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    """One SSL context per ``verify_ssl`` value for all async clients of the process.
-
-    Building one loads the CA bundle (about 0.1 s of CPU) and would block the triggerer's event loop for every trigger
-    that starts; a context can be shared by any number of clients.
-    """
-    if verify is False:
-        return False
-    if isinstance(verify, str):
-        if os.path.isdir(verify):
-            return ssl.create_default_context(capath=verify)
-        return ssl.create_default_context(cafile=verify)
-    return httpx.create_ssl_context()
 
 
 def new_http_client(config: ClientConfig) -> httpx.AsyncClient:
@@ -52,7 +35,7 @@ def new_http_client(config: ClientConfig) -> httpx.AsyncClient:
     :return: a new client; the caller closes it.
     """
     return httpx.AsyncClient(
-        verify=_shared_ssl_context(config.verify_ssl),
+        verify=config.trust.ssl_context(),
         timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         follow_redirects=False,
@@ -159,9 +142,10 @@ class AsyncTruConnectClient(_ClientCore):
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        correlation_id: str | None = None,
     ) -> Any:
         """Async twin of :meth:`TruConnectClient.request`."""
-        call = self.prepare(method, endpoint, params, json, headers, idempotent)
+        call = self.prepare(method, endpoint, params, json, headers, idempotent, correlation_id)
 
         async def attempt() -> Any:
             try:
@@ -171,6 +155,7 @@ class AsyncTruConnectClient(_ClientCore):
                 )
                 if resp.status == 401:
                     self.tokens.invalidate(token)
+                if resp.status == 401 and call.idempotent:
                     token = await self._token_for_request()
                     resp = await self._send(
                         call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
@@ -191,8 +176,8 @@ class AsyncTruConnectClient(_ClientCore):
         :param order_id: the order id.
         :return: the order resource.
         """
-        result: dict[str, Any] = await self.request("GET", order_path(order_id))
-        return result
+        path = order_path(order_id)
+        return expect_object(await self.request("GET", path), f"GET {path}")
 
 
 def _tls_failure(exc: BaseException) -> bool:

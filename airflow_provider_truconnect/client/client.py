@@ -102,6 +102,11 @@ def _is_refused(exc: BaseException) -> bool:
     return False
 
 
+def _unchanged(request: Any) -> Any:
+    """A session ``auth`` that leaves requests as they are: being set, it keeps requests from reading ~/.netrc."""
+    return request
+
+
 class TruConnectClient(_ClientCore, ConnectV2Resources):
     """Synchronous Connect API client over one ``requests.Session`` (connection reuse).
 
@@ -142,8 +147,14 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.session.verify = config.verify_ssl
+        # The environment still supplies proxies (HTTPS_PROXY, NO_PROXY), but never the TLS trust, which is passed on
+        # every request (requests lets REQUESTS_CA_BUNDLE override a session-level setting), and never credentials:
+        # a no-op session auth stops requests from reading ~/.netrc, whose entry for the API host would otherwise
+        # replace the Authorization header.
+        self._verify = config.trust.requests_verify
+        self.session.verify = self._verify
         self.session.trust_env = True
+        self.session.auth = _unchanged
 
     def close(self) -> None:
         """Close the session's pooled connections."""
@@ -179,6 +190,7 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
                 auth=auth,
                 timeout=(self.config.connect_timeout, self.config.timeout),
                 allow_redirects=False,
+                verify=self._verify,
             )
             content = resp.content
         except _requests_exception() as exc:
@@ -214,6 +226,7 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        correlation_id: str | None = None,
     ) -> Any:
         """Call the API and return the decoded JSON body (``None`` for 204).
 
@@ -222,11 +235,16 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
         :param params: query parameters.
         :param json: JSON body.
         :param headers: extra headers (``Authorization`` is set by the client).
-        :param idempotent: whether repeating the request is safe; by default true for GET, PUT, DELETE, HEAD.
+        :param idempotent: whether repeating the request is safe; by default true for GET, PUT, DELETE, HEAD, and
+            always false for ``POST /v2/orders``, whose body is also validated as an order before anything is sent.
+        :param correlation_id: the ``X-Correlation-ID`` of every attempt (default: a new one per attempt); fix it to
+            record, before sending, how the request can be traced.
         :return: the decoded body.
+        :raises TruConnectUncertainError: a request that is not safe to repeat failed after it may have been acted
+            upon (see :mod:`airflow_provider_truconnect.client.core`); it is not sent again.
         :raises TruConnectError: a typed error after the retry budget is spent or on a non-retryable failure.
         """
-        call = self.prepare(method, endpoint, params, json, headers, idempotent)
+        call = self.prepare(method, endpoint, params, json, headers, idempotent, correlation_id)
 
         def attempt() -> Any:
             try:
@@ -235,8 +253,10 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
                     call.method, call.url, headers=_authorised(base, token), params=params, data=call.body
                 )
                 if resp.status == 401:
-                    # One forced renewal: the token may have been revoked or expired early.
+                    # The token may have been revoked or expired early: the next request gets a new one.
                     self.tokens.invalidate(token)
+                if resp.status == 401 and call.idempotent:
+                    # One forced renewal and one repeat; a request that is not safe to repeat is never sent twice.
                     token = self._token_for_request()
                     resp = self._send(
                         call.method, call.url, headers=_authorised(base, token), params=params, data=call.body

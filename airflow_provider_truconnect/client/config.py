@@ -14,6 +14,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from airflow_provider_truconnect.client.errors import TruConnectConfigError
+from airflow_provider_truconnect.client.tls import TlsTrust, parse_verify_ssl, resolve_trust
 
 #: Production API base [DOC connect-api.md §2].
 DEFAULT_API_BASE = "https://services.truphone.com/connect-api"
@@ -25,10 +26,24 @@ DEFAULT_MAX_RETRIES = 4
 #: The connection form's limit on ``max_retries``; more would keep a failing task busy for minutes.
 MAX_RETRIES_LIMIT = 10
 #: Connection extras understood by the provider (the UI may also store them prefixed ``extra__truconnect__``).
-KNOWN_EXTRAS = ("oauth_url", "scope", "client_auth", "timeout", "max_retries", "verify_ssl", "allow_insecure_http")
+KNOWN_EXTRAS = (
+    "oauth_url",
+    "scope",
+    "client_auth",
+    "timeout",
+    "max_retries",
+    "verify_ssl",
+    "allow_insecure_http",
+    "oauth_cache",
+)
 _EXTRA_PREFIX = "extra__truconnect__"
 
 ClientAuth = Literal["client_secret_post", "client_secret_basic"]
+#: Where tokens are cached: in each process (the default), or shared by the processes of one user on one host
+#: (:mod:`airflow_provider_truconnect.client.host_cache`). The extra is not called ``token_cache``: Airflow masks the
+#: values of extras whose names contain "token", and would then hide every "process" in the task logs.
+OAuthCache = Literal["process", "host"]
+OAUTH_CACHE_MODES: tuple[OAuthCache, ...] = ("process", "host")
 
 
 def is_loopback_host(hostname: str | None) -> bool:
@@ -142,7 +157,11 @@ class ClientConfig:
     :param timeout: read timeout in seconds.
     :param connect_timeout: connect timeout in seconds.
     :param max_retries: retries after the first attempt for requests that are safe to repeat (0 to 10).
-    :param verify_ssl: verify TLS certificates (``True``), or a CA bundle path.
+    :param verify_ssl: ``True`` (the certifi bundle), ``False`` (no verification), a CA bundle path, or ``None`` (not
+        set: CA environment variables are honoured); see :mod:`airflow_provider_truconnect.client.tls`.
+    :param allow_insecure_http: allow plain ``http://`` to a host that is not loopback.
+    :param oauth_cache: ``process`` (tokens cached in each process) or ``host`` (shared by the processes of one user on
+        this host through an encrypted file; see :mod:`airflow_provider_truconnect.client.host_cache`).
     """
 
     client_id: str
@@ -154,8 +173,11 @@ class ClientConfig:
     timeout: float = DEFAULT_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
-    verify_ssl: bool | str = True
+    verify_ssl: bool | str | None = None
     allow_insecure_http: bool = False
+    oauth_cache: OAuthCache = "process"
+    #: The TLS trust both transports apply, resolved from ``verify_ssl`` (and the environment) when the config is built.
+    trust: TlsTrust = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("client_id", "client_secret"):
@@ -179,6 +201,9 @@ class ClientConfig:
             raise TruConnectConfigError("extra.scope", "must be a string")
         _as_number("extra.timeout", self.timeout, integer=False, minimum=0.001)
         _as_number("extra.max_retries", self.max_retries, integer=True, minimum=0, maximum=MAX_RETRIES_LIMIT)
+        if self.oauth_cache not in OAUTH_CACHE_MODES:
+            raise TruConnectConfigError("extra.oauth_cache", f"must be process or host, got {self.oauth_cache!r:.40}")
+        object.__setattr__(self, "trust", resolve_trust(parse_verify_ssl(self.verify_ssl)))
 
     @classmethod
     def from_connection_fields(
@@ -215,14 +240,10 @@ class ClientConfig:
         if scope is not None and not isinstance(scope, str):
             raise TruConnectConfigError("extra.scope", f"must be a string, got {type(scope).__name__}")
         client_auth = extras.get("client_auth", "client_secret_post")
+        oauth_cache = extras.get("oauth_cache", "process")
+        if isinstance(oauth_cache, str):
+            oauth_cache = oauth_cache.strip().lower()
         allow_insecure = _as_bool("extra.allow_insecure_http", extras.get("allow_insecure_http", False))
-        verify: bool | str = True
-        if "verify_ssl" in extras:
-            raw = extras["verify_ssl"]
-            if isinstance(raw, str) and raw.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
-                verify = raw  # a CA bundle path
-            else:
-                verify = _as_bool("extra.verify_ssl", raw)
         return cls(
             client_id=login if login is not None else "",
             client_secret=password if password is not None else "",
@@ -240,8 +261,9 @@ class ClientConfig:
                     maximum=MAX_RETRIES_LIMIT,
                 )
             ),
-            verify_ssl=verify,
+            verify_ssl=parse_verify_ssl(extras.get("verify_ssl")),
             allow_insecure_http=allow_insecure,
+            oauth_cache=oauth_cache,
         )
 
     @property

@@ -3,13 +3,22 @@
 :class:`_ClientCore` holds URL building, header validation and correlation ids, the token manager, the retry policy,
 response interpretation and the request log line; :class:`_Call` is one API call across its attempts. No Airflow,
 requests or httpx imports here: :mod:`.client` adds requests, :mod:`.async_client` adds httpx.
+
+**The rule for requests that are not safe to repeat** (``POST``, ``PATCH``; always ``POST /v2/orders``, however its
+path is spelled) lives here, in :func:`outcome_unknown` and :meth:`_ClientCore.settle`: once such a request may have
+reached the server, its outcome is unknown unless the answer is a readable success (a 2xx with a JSON body, or an
+empty 2xx) or a definite rejection (a 4xx other than 429 with a JSON error body). Every other answer (any 1xx or 3xx,
+any 5xx including codes no RFC defines, a 429, an unreadable body, a dropped connection, a read timeout) raises
+:class:`~airflow_provider_truconnect.client.errors.TruConnectUncertainError`
+(:class:`~airflow_provider_truconnect.client.errors.TruConnectOrderUncertainError` for orders) and the request is not
+repeated. Only a request that provably never left (connection refused, DNS failure, certificate refused in the TLS
+handshake, connect timeout, no token obtained) is retried; a 401 is not answered by re-sending it, and redirects are
+never followed.
 """
 
 from __future__ import annotations
 
-import json as jsonlib
 import logging
-import math
 import re
 import time
 import uuid
@@ -27,14 +36,17 @@ from airflow_provider_truconnect.client.auth import (
     parse_token_response,
     token_endpoint_error,
 )
+from airflow_provider_truconnect.client.bodies import json_body
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.errors import (
     TruConnectConfigError,
     TruConnectError,
     TruConnectOrderUncertainError,
+    TruConnectUncertainError,
 )
+from airflow_provider_truconnect.client.orders import validate_order
 from airflow_provider_truconnect.client.pagination import join_link
-from airflow_provider_truconnect.client.resources import ORDERS
+from airflow_provider_truconnect.client.paths import is_order_creation
 from airflow_provider_truconnect.client.responses import decode_json, error_for_response, success_body
 from airflow_provider_truconnect.client.retry import RetryPolicy
 
@@ -50,52 +62,20 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 
+def outcome_unknown(exc: TruConnectError) -> bool:
+    """Whether a failed request may have been acted upon: the one rule for requests that are not safe to repeat.
+
+    Known only when the request provably never left (``exc.sent`` is false) or the API refused it in a readable way
+    (``exc.definite_rejection``); unknown for everything else.
+
+    :param exc: the failure.
+    """
+    return exc.sent and not exc.definite_rejection
+
+
 def describe(method: str, url: str) -> str:
     """``METHOD /path`` of a request, for messages and logs (never the query string, which may carry an e-mail)."""
     return f"{method} {urlsplit(url).path}"
-
-
-def json_body(value: Any, field_name: str = "json") -> bytes:
-    """Serialise a request body, rejecting what JSON cannot carry before anything is sent.
-
-    :param value: the body.
-    :param field_name: the argument's name, for the error.
-    :raises TruConnectConfigError: naming the first value that is not JSON-serialisable (or a NaN/infinity).
-    """
-    try:
-        return jsonlib.dumps(value, allow_nan=False).encode()
-    except (TypeError, ValueError, RecursionError):
-        where, problem = find_unserialisable(value, field_name)
-        raise TruConnectConfigError(where or field_name, problem or "is not JSON-serialisable") from None
-
-
-def find_unserialisable(value: Any, path: str, depth: int = 0) -> tuple[str, str]:
-    """The path of the first value JSON cannot carry inside ``value``, and what is wrong with it.
-
-    :param value: the value to search.
-    :param path: the name of ``value``, e.g. ``json`` or ``order``; nested fields are appended with dots.
-    """
-    if depth > 100:
-        return path, "is nested too deeply (or contains itself)"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str | int | float | bool) and key is not None:
-                return f"{path}.{key!r}", f"has a key of type {type(key).__name__}; JSON keys must be strings"
-            found = find_unserialisable(item, f"{path}.{key}", depth + 1)
-            if found[0]:
-                return found
-        return "", ""
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            found = find_unserialisable(item, f"{path}[{index}]", depth + 1)
-            if found[0]:
-                return found
-        return "", ""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path, f"is {value!r}, which JSON cannot carry"
-    if value is None or isinstance(value, str | int | float | bool):
-        return "", ""
-    return path, f"is not JSON-serialisable ({type(value).__name__}); convert it to a string or number first"
 
 
 @dataclass(frozen=True)
@@ -117,8 +97,12 @@ class _Call:
     params: Mapping[str, Any] | None
     body: bytes | None
     extra_headers: Mapping[str, str] | None
+    #: ``POST /v2/orders``: the body was validated as an order, and an unknown outcome says how to check for it.
+    places_order: bool = False
+    #: The correlation id of every attempt, when the caller fixed it (e.g. recorded before an order is sent).
+    correlation_id: str | None = None
     correlation_ids: list[str] = field(default_factory=list)
-    #: An earlier attempt failed after reaching the API (a 5xx, a timeout, a dropped connection): it may have acted.
+    #: An earlier attempt failed in a way that may have acted (a 5xx, a timeout, a dropped connection).
     maybe_processed: bool = False
 
     @property
@@ -126,7 +110,7 @@ class _Call:
         return describe(self.method, self.url)
 
     def note_failure(self, exc: TruConnectError) -> None:
-        if exc.sent and exc.retryable:
+        if outcome_unknown(exc):
             self.maybe_processed = True
 
 
@@ -185,28 +169,42 @@ class _ClientCore:
         json: Any,
         headers: Mapping[str, str] | None,
         idempotent: bool | None,
+        correlation_id: str | None = None,
     ) -> _Call:
         """Validate one call's arguments and build it; nothing is sent.
 
-        :raises TruConnectConfigError: on an invalid method, endpoint, header or body.
+        ``POST /v2/orders`` (however the path is spelled) gets its body validated as an order and is never idempotent,
+        whatever the caller says.
+
+        :raises TruConnectConfigError: on an invalid method, endpoint, header, correlation id or body.
         """
         if not isinstance(method, str) or not _HEADER_NAME.fullmatch(method):
             raise TruConnectConfigError("method", f"must be an HTTP method such as 'GET', got {method!r:.40}")
         if headers is not None and not isinstance(headers, Mapping):
             raise TruConnectConfigError("headers", f"must be a mapping, got {type(headers).__name__}")
+        if correlation_id is not None:
+            check_header("X-Correlation-ID", correlation_id)
+            if not correlation_id.strip():
+                raise TruConnectConfigError("correlation_id", "must not be empty")
         method = method.upper()
+        url = self.url_for(endpoint)
+        places_order = is_order_creation(method, url, self.config.api_base)
+        if places_order:
+            json = validate_order(json)
         return _Call(
             method=method,
-            url=self.url_for(endpoint),
-            idempotent=method in IDEMPOTENT_METHODS if idempotent is None else idempotent,
+            url=url,
+            idempotent=False if places_order else (method in IDEMPOTENT_METHODS if idempotent is None else idempotent),
             params=params,
             body=None if json is None else json_body(json),
             extra_headers=headers,
+            places_order=places_order,
+            correlation_id=correlation_id,
         )
 
     def attempt_headers(self, call: _Call) -> dict[str, str]:
         """Headers of a new attempt, with a new correlation id recorded on the call."""
-        cid = self.new_correlation_id()
+        cid = call.correlation_id or self.new_correlation_id()
         call.correlation_ids.append(cid)
         return self.base_headers(cid, call.extra_headers, call.body is not None)
 
@@ -214,10 +212,31 @@ class _ClientCore:
         return {"Accept": "application/json", "User-Agent": USER_AGENT, "X-Correlation-ID": self.new_correlation_id()}
 
     def settle(self, call: _Call, exc: TruConnectError) -> TruConnectError:
-        """The error to raise once a call has failed for good."""
-        if not call.idempotent and self.may_have_been_processed(exc):
-            return self.uncertain(call.method, call.url, exc, call.correlation_ids[-1] if call.correlation_ids else "-")
-        return exc
+        """The error to raise once a call has failed for good: for a request that is not safe to repeat and whose
+        outcome is unknown (:func:`outcome_unknown`), a :class:`TruConnectUncertainError` saying so."""
+        if call.idempotent or not outcome_unknown(exc):
+            return exc
+        cid = call.correlation_ids[-1] if call.correlation_ids else None
+        path = urlsplit(call.url).path
+        kwargs: dict[str, Any] = {
+            "status_code": exc.status_code,
+            "error_type": exc.error_type,
+            "messages": exc.messages,
+            "correlation_id": exc.correlation_id or cid,
+            "retry_after": exc.retry_after,
+        }
+        if call.places_order:
+            return TruConnectOrderUncertainError(
+                f"POST {path} failed after the request was sent ({exc.message}); the order MAY have been created and "
+                "was not sent again, to avoid placing it twice. Check before placing it again: for a top-up, "
+                "GET /v2/subscriptions?iccid=<iccid>; for a new eSIM, ask 1GLOBAL support quoting the correlation id",
+                **kwargs,
+            )
+        return TruConnectUncertainError(
+            f"{call.method} {path} failed after the request was sent ({exc.message}); it MAY have been acted upon and "
+            "was not sent again, because repeating it is not safe. Check its effect before sending it again",
+            **kwargs,
+        )
 
     def log_response(self, method: str, url: str, status: int | str, started: float, correlation_id: str) -> None:
         # Successful reads go to DEBUG: a 100,000-item pagination would otherwise write thousands of lines, and the
@@ -270,24 +289,6 @@ class _ClientCore:
         """Mark a failure to obtain the token for an API request: that request never left, so it may be repeated."""
         exc.sent = False
         return exc
-
-    def uncertain(self, method: str, url: str, exc: TruConnectError, correlation_id: str) -> TruConnectError:
-        """Wrap a failure of a non-idempotent order request that may have been processed."""
-        path = urlsplit(url).path
-        if method != "POST" or not path.endswith(ORDERS):
-            return exc
-        return TruConnectOrderUncertainError(
-            f"POST {path} failed after the request was sent ({exc.message}); the order MAY have been created and was "
-            "not retried, to avoid placing it twice. Check before placing it again: for a top-up, "
-            "GET /v2/subscriptions?iccid=<iccid>; for a new eSIM, ask 1GLOBAL support quoting the correlation id",
-            status_code=exc.status_code,
-            error_type=exc.error_type,
-            messages=exc.messages,
-            correlation_id=correlation_id,
-        )
-
-    def may_have_been_processed(self, exc: TruConnectError) -> bool:
-        return not self.retry_policy.should_retry(exc, idempotent=False) and exc.retryable
 
 
 def check_header(name: Any, value: Any) -> None:

@@ -26,8 +26,12 @@ class TruConnectError(Exception):
     :param messages: the API's error messages.
     :param correlation_id: the ``X-Correlation-ID`` sent with the request.
     :param retryable: whether repeating the same request may succeed.
-    :param sent: ``False`` when the failed request provably never reached the API (connection refused, or no token
-        could be obtained for it), so that even a non-idempotent request may be repeated.
+    :param sent: ``False`` when the failed request provably never reached the API (connection refused, DNS failure, a
+        certificate refused during the TLS handshake, or no token could be obtained for it), so that even a
+        non-idempotent request may be repeated.
+    :param definite_rejection: the API answered with a readable refusal (a 4xx other than 429 whose body is a JSON
+        error), so the request was not acted upon even though it was sent.
+    :param retry_after: the server's ``Retry-After`` hint in seconds, when it sent one.
     """
 
     default_retryable = False
@@ -42,9 +46,13 @@ class TruConnectError(Exception):
         correlation_id: str | None = None,
         retryable: bool | None = None,
         sent: bool = True,
+        definite_rejection: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         self.message = message
         self.sent = sent
+        self.definite_rejection = definite_rejection
+        self.retry_after = retry_after
         self.status_code = status_code
         self.error_type = error_type
         self.messages = tuple(messages)
@@ -122,13 +130,10 @@ class TruConnectRateLimitError(TruConnectClientError):
 
     default_retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
-
 
 class TruConnectServerError(TruConnectError):
-    """The API failed (5xx), or answered with a body that could not be understood."""
+    """The API failed (5xx), or gave an answer the client cannot use: a body that is not JSON, a redirect (never
+    followed), or an informational (1xx) status as the final answer."""
 
     default_retryable = True
 
@@ -139,8 +144,17 @@ class TruConnectConnectionError(TruConnectError):
     default_retryable = True
 
 
-class TruConnectOrderUncertainError(TruConnectError):
-    """An order request may or may not have been processed; it is not repeated, to avoid buying twice."""
+class TruConnectUncertainError(TruConnectError):
+    """A request that is not safe to repeat was sent and may or may not have been acted upon; it is not repeated.
+
+    Raised for every answer other than a readable success or a definite rejection: a redirect, a 1xx or 5xx status,
+    a 429, an unreadable body, a dropped connection or a read timeout.
+    """
+
+
+class TruConnectOrderUncertainError(TruConnectUncertainError):
+    """An order request (``POST /v2/orders``) may or may not have created the order; it is not repeated, to avoid
+    buying twice."""
 
 
 class TruConnectOrderFailedError(TruConnectError):

@@ -118,32 +118,63 @@ def normalise_lpa(value: Any) -> str | None:
     return value if value.upper().startswith(LPA_PREFIX) else LPA_PREFIX + value
 
 
-def order_summary(order: Mapping[str, Any]) -> dict[str, Any]:
+#: Fields of an order summary that are enough to install a paid eSIM: secrets, like the tokens.
+ACTIVATION_CODE_FIELDS = ("lpa", "matching_id", "voucher_code", "qr_code_url")
+
+
+def order_summary(order: Mapping[str, Any], *, include_activation_codes: bool = False) -> dict[str, Any]:
     """The small, JSON-safe part of an order that operators return and triggers send in events.
 
     :param order: an order resource from ``GET /v2/orders/{id}``.
-    :return: id, status, ICCID, matching id, subscription id, voucher code, LPA string and QR URL where present.
+    :param include_activation_codes: also return the activation codes (LPA string, matching id, voucher code, QR code
+        URL), which are secrets: only where the user asked for them, never in a trigger event.
+    :return: id, status, ICCID and subscription id where present, plus the activation codes when asked for.
     """
-    output = order.get("output") if isinstance(order.get("output"), Mapping) else {}
-    assert isinstance(output, Mapping)
-    links = links_of(order)
-    data = output.get("data") if isinstance(output.get("data"), Mapping) else {}
-    assert isinstance(data, Mapping)
-    matching_id = output.get("matching_id")
-    lpa = normalise_lpa(links.get("_lpa"))
-    if lpa is None and isinstance(matching_id, str) and matching_id:
-        lpa = f"LPA:1$rsp.truphone.com${matching_id}"
+    raw_output = order.get("output")
+    output: Mapping[str, Any] = raw_output if isinstance(raw_output, Mapping) else {}
     summary: dict[str, Any] = {
         "order_id": order.get("id"),
         "status": OrderStatus.parse(order.get("status")).value,
         "iccid": output.get("iccid"),
-        "matching_id": matching_id,
         "subscription_id": output.get("subscription_id"),
-        "lpa": lpa if matching_id or links.get("_lpa") else None,
+    }
+    if include_activation_codes:
+        summary.update(_activation_fields(order, output))
+    return {k: v for k, v in summary.items() if v is not None}
+
+
+def _activation_fields(resource: Mapping[str, Any], output: Mapping[str, Any]) -> dict[str, Any]:
+    links = links_of(resource)
+    raw_data = output.get("data")
+    data: Mapping[str, Any] = raw_data if isinstance(raw_data, Mapping) else {}
+    matching_id = output.get("matching_id", resource.get("matching_id"))
+    lpa = normalise_lpa(links.get("_lpa"))
+    if lpa is None and isinstance(matching_id, str) and matching_id:
+        lpa = f"LPA:1$rsp.truphone.com${matching_id}"
+    return {
+        "matching_id": matching_id,
+        "lpa": lpa,
         "qr_code_url": links.get("_qrcode"),
         "voucher_code": data.get("code"),
     }
-    return {k: v for k, v in summary.items() if v is not None}
+
+
+def activation_codes(resource: Any) -> list[str]:
+    """Every activation code in an order or SIM resource (matching id, LPA string with and without its ``LPA:``
+    prefix, QR code URL, voucher code), to register with a secret masker.
+
+    :param resource: a decoded order or SIM resource (anything else gives an empty list).
+    """
+    if not isinstance(resource, Mapping):
+        return []
+    raw_output = resource.get("output")
+    output: Mapping[str, Any] = raw_output if isinstance(raw_output, Mapping) else {}
+    codes = [v for v in _activation_fields(resource, output).values() if isinstance(v, str) and v]
+    raw_lpa = links_of(resource).get("_lpa")
+    if isinstance(raw_lpa, str) and raw_lpa:
+        codes.append(raw_lpa)
+    codes += [code.removeprefix(LPA_PREFIX) for code in codes if code.upper().startswith(LPA_PREFIX)]
+    return list(dict.fromkeys(codes))
 
 
 #: Largest JSON encoding of a sensed value put into an event (events are stored in the metadata database).

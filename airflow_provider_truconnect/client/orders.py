@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_truconnect.client.core import find_unserialisable
+from airflow_provider_truconnect.client.bodies import find_unserialisable
 from airflow_provider_truconnect.client.errors import TruConnectConfigError
 
 OPERATION_TYPES = ("ACTIVATION", "TOPUP")

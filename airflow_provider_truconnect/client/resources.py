@@ -8,36 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from airflow_provider_truconnect.client.errors import TruConnectConfigError
+from airflow_provider_truconnect.client.paths import ORDERS, order_path, path_id
+from airflow_provider_truconnect.client.responses import expect_object
 
-ORDERS = "/v2/orders"
 #: Subscription report filters [DOC SUBREP]; ``status`` is an emulator extension the real API may ignore.
 SUBSCRIPTION_FILTERS = frozenset({"iccid", "email", "product-id", "product_id", "before", "after", "status"})
-
-
-def path_id(field: str, value: Any) -> str:
-    """Validate an id and percent-encode it for a URL path.
-
-    :param field: the argument's name, for the error.
-    :param value: the id.
-    :raises TruConnectConfigError: when the id is not a non-empty string.
-    """
-    if not isinstance(value, str):
-        raise TruConnectConfigError(field, f"must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise TruConnectConfigError(field, "is empty")
-    return quote(value.strip(), safe="")
-
-
-def order_path(order_id: Any) -> str:
-    """The path of one order, ``/v2/orders/{order_id}``, with the id validated and percent-encoded.
-
-    :param order_id: the order id.
-    :raises TruConnectConfigError: when the id is not a non-empty string.
-    """
-    return f"{ORDERS}/{path_id('order_id', order_id)}"
 
 
 class _Transport(Protocol):
@@ -49,6 +26,7 @@ class _Transport(Protocol):
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
     ) -> Any: ...
 
     def paginate(
@@ -76,17 +54,18 @@ class ConnectV2Resources:
         result: dict[str, Any] = self.request("GET", f"/v2/products/{path_id('product_id', product_id)}")
         return result
 
-    def create_order(self: _Transport, order: Mapping[str, Any]) -> dict[str, Any]:
-        """Place an order (``POST /v2/orders``). Not idempotent: repeated only when provably not processed.
+    def create_order(
+        self: _Transport, order: Mapping[str, Any], *, correlation_id: str | None = None
+    ) -> dict[str, Any]:
+        """Place an order (``POST /v2/orders``). Not idempotent: sent again only when it provably never left.
 
         :param order: the order body (``operation_type``, ``sim_type``, ``product``, ``subscriber`` ...).
+        :param correlation_id: the ``X-Correlation-ID`` to send (default: a new one), e.g. one recorded beforehand.
         :return: the creation response (``id``, ``status``, ``created_date``).
         :raises TruConnectConfigError: when the body misses required fields (nothing is sent).
         :raises TruConnectOrderUncertainError: when the order may or may not exist after a failure.
         """
-        from airflow_provider_truconnect.client.orders import validate_order
-
-        result: dict[str, Any] = self.request("POST", ORDERS, json=validate_order(order))
+        result: dict[str, Any] = self.request("POST", ORDERS, json=order, correlation_id=correlation_id)
         return result
 
     def get_order(self: _Transport, order_id: str) -> dict[str, Any]:
@@ -95,8 +74,8 @@ class ConnectV2Resources:
         :param order_id: the order id.
         :return: the order resource.
         """
-        result: dict[str, Any] = self.request("GET", order_path(order_id))
-        return result
+        path = order_path(order_id)
+        return expect_object(self.request("GET", path), f"GET {path}")
 
     def get_sim(self: _Transport, iccid: str) -> dict[str, Any]:
         """Fetch a SIM / eSIM profile.

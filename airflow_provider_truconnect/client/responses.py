@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow_provider_truconnect.client.errors import (
     MAX_BODY_EXCERPT,
@@ -113,6 +114,9 @@ def error_for_response(
 ) -> TruConnectError:
     """Build the typed error for a non-2xx answer.
 
+    A 4xx other than 429 whose body is a JSON object is marked ``definite_rejection``: the only failure after which
+    a request that is not safe to repeat is known not to have been acted upon.
+
     :param status: HTTP status.
     :param content: raw body.
     :param headers: response headers (case-insensitive mapping preferred).
@@ -133,21 +137,30 @@ def error_for_response(
         "error_type": error_type,
         "messages": messages,
         "correlation_id": server_cid or correlation_id,
+        "retry_after": parse_retry_after(_header(headers, "Retry-After")),
     }
+    if status < 200:
+        # An interim answer can never be the final one; treat it like an answer cut short.
+        return TruConnectServerError(f"{where} answered with interim status {status} and nothing after it", **kwargs)
+    if 300 <= status < 400:
+        location = urlsplit(_header(headers, "Location") or "").path
+        target = f" to {location}" if location else ""
+        return TruConnectServerError(
+            f"{where} answered with a redirect{target}, which the client does not follow", retryable=False, **kwargs
+        )
+    if 400 <= status < 500:
+        # A refusal the client can read: the API did not act on the request. Anything else may come from a proxy
+        # or gateway after the API did act.
+        kwargs["definite_rejection"] = status != 429 and isinstance(body, Mapping)
     if status in (401, 403):
         text = "not authorised" if status == 401 else "access denied"
         return TruConnectAuthError(f"{where} {text}", **kwargs)
     if status == 404:
         return TruConnectNotFoundError(f"{where} not found", **kwargs)
     if status == 429:
-        retry_after = parse_retry_after(_header(headers, "Retry-After"))
-        return TruConnectRateLimitError(f"{where} rate limited", retry_after=retry_after, **kwargs)
+        return TruConnectRateLimitError(f"{where} rate limited", **kwargs)
     if status >= 500:
-        err = TruConnectServerError(f"{where} failed on the server", retryable=status in RETRYABLE_STATUSES, **kwargs)
-        hint = parse_retry_after(_header(headers, "Retry-After"))
-        if hint is not None:
-            err.retry_after = hint  # type: ignore[attr-defined]
-        return err
+        return TruConnectServerError(f"{where} failed on the server", retryable=status in RETRYABLE_STATUSES, **kwargs)
     return TruConnectClientError(f"{where} rejected", **kwargs)
 
 
@@ -175,3 +188,16 @@ def success_body(status: int, content: bytes, *, method: str, path: str, correla
             correlation_id=correlation_id,
             retryable=True,
         ) from None
+
+
+def expect_object(value: Any, what: str) -> dict[str, Any]:
+    """A decoded 2xx body that must be a JSON object (a resource), e.g. an order.
+
+    :param value: the decoded body (``None`` for an empty one).
+    :param what: the request, e.g. ``GET /v2/orders/o-1``, for the error.
+    :raises TruConnectServerError: (retryable) when it is not an object: an empty answer or another JSON type.
+    """
+    if isinstance(value, Mapping):
+        return dict(value)
+    kind = "no body" if value is None else f"a JSON {type(value).__name__}"
+    raise TruConnectServerError(f"{what} answered with {kind} where a resource was expected", retryable=True)

@@ -1,10 +1,13 @@
 """The one retry policy: which failures are retried, how long to wait, and when to give up.
 
 Idempotent requests are retried on connection errors, timeouts, 429 and 500/502/503/504 with exponential backoff and
-full jitter, honouring ``Retry-After`` (seconds or an HTTP date, capped). A request that is not idempotent
-(``POST /v2/orders``) is retried only when it provably was not processed: the connection was refused, no token could
-be obtained for it, or the API answered 429. The policy drives tenacity for sync code and its ``AsyncRetrying`` twin
-for async code; a retry loop started inside another (the token fetched for an API call) makes one attempt only.
+full jitter, honouring ``Retry-After`` (seconds or an HTTP date). A ``Retry-After`` longer than ``max_retry_after`` is
+not waited for: the call fails at once, with the hint on the error's ``retry_after``, rather than coming back early
+and hitting the limit again. A request that is not idempotent (``POST /v2/orders``) is retried only when it provably
+never left: the connection was refused, the host name did not resolve, the connect timed out, or no token could be
+obtained for it (see :mod:`airflow_provider_truconnect.client.core` for the whole rule). The policy drives tenacity for
+sync code and its ``AsyncRetrying`` twin for async code; a retry loop started inside another (the token fetched for an
+API call) makes one attempt only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     import tenacity
 
-from airflow_provider_truconnect.client.errors import TruConnectError, TruConnectRateLimitError
+from airflow_provider_truconnect.client.errors import TruConnectError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class RetryPolicy:
     :param max_retries: retries after the first attempt (5 attempts in all by default).
     :param backoff_base: first backoff in seconds; doubles on each retry.
     :param backoff_max: the largest single backoff.
-    :param max_retry_after: the largest ``Retry-After`` honoured; a larger hint is capped to it.
+    :param max_retry_after: the longest ``Retry-After`` waited for; a longer hint ends the retries at once.
     :param max_total_wait: total seconds of waiting across all retries of one request, after which it gives up.
     :param sleep: the sleep function (injectable for tests).
     :param asleep: the async sleep function (injectable for tests).
@@ -93,17 +96,21 @@ class RetryPolicy:
         """
         if not isinstance(exc, TruConnectError) or not exc.retryable:
             return False
+        hint = self._hint(exc)
+        if hint is not None and hint > self.max_retry_after:
+            # The server asks for a longer pause than we are willing to hold a worker for; retrying sooner would only
+            # hit the limit again.
+            return False
         if idempotent:
             return True
-        # Not idempotent: only failures that prove the server did not act on the request.
-        if isinstance(exc, TruConnectRateLimitError):
-            return True
+        # Not idempotent: only failures that prove the request never left.
         return not exc.sent
 
-    def _hint(self, exc: BaseException | None) -> float | None:
+    @staticmethod
+    def _hint(exc: BaseException | None) -> float | None:
         hint = getattr(exc, "retry_after", None)
         if isinstance(hint, int | float) and not isinstance(hint, bool) and hint >= 0:
-            return min(float(hint), self.max_retry_after)
+            return float(hint)
         return None
 
     def _ceiling(self, attempt: int) -> float:

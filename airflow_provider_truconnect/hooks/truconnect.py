@@ -7,6 +7,7 @@ registers every token it obtains with Airflow's secret masker. It adds no HTTP l
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from airflow_provider_truconnect.client.auth import TokenCache
 from airflow_provider_truconnect.client.client import TruConnectClient
 from airflow_provider_truconnect.client.config import ClientConfig, normalise_extra
 from airflow_provider_truconnect.client.errors import TruConnectError
+from airflow_provider_truconnect.client.models import activation_codes
+from airflow_provider_truconnect.client.paths import normalised_path
 from airflow_provider_truconnect.client.resources import ConnectV2Resources
 from airflow_provider_truconnect.client.retry import RetryPolicy
 from airflow_provider_truconnect.get_provider_info import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR
@@ -31,7 +34,8 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
     """Interact with the Connect API using OAuth2 client credentials from an Airflow Connection.
 
     Connection fields: *host* = API base URL (default production), *login* = client ID, *password* = client secret;
-    extras ``oauth_url``, ``scope``, ``client_auth``, ``timeout``, ``max_retries``, ``verify_ssl``.
+    extras ``oauth_url``, ``scope``, ``client_auth``, ``timeout``, ``max_retries``, ``verify_ssl``,
+    ``allow_insecure_http`` (see :class:`~airflow_provider_truconnect.client.config.ClientConfig`).
     Tokens are cached per process and shared by every hook of the same credentials.
 
     :param truconnect_conn_id: the Airflow connection id.
@@ -121,19 +125,37 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        correlation_id: str | None = None,
     ) -> Any:
         """Call the API and return the decoded JSON body (``None`` for 204).
+
+        Activation codes in an order or SIM resource (LPA string, matching id, voucher code, QR code URL) are
+        registered with Airflow's secret masker before the body is returned.
 
         :param method: HTTP method.
         :param endpoint: path relative to the API base, e.g. ``/v2/sims/8944...``.
         :param params: query parameters.
         :param json: JSON body.
         :param headers: extra headers.
-        :param idempotent: whether the request may be repeated; default true for GET/PUT/DELETE.
+        :param idempotent: whether the request may be repeated; default true for GET/PUT/DELETE, always false for
+            ``POST /v2/orders``.
+        :param correlation_id: the ``X-Correlation-ID`` to send on every attempt (default: a new one per attempt).
         :return: the decoded body.
+        :raises TruConnectUncertainError: a request that is not safe to repeat may have been acted upon.
         :raises TruConnectError: typed errors (auth, not found, rate limit, client, server, connection).
         """
-        return self.client.request(method, endpoint, params=params, json=json, headers=headers, idempotent=idempotent)
+        body = self.client.request(
+            method,
+            endpoint,
+            params=params,
+            json=json,
+            headers=headers,
+            idempotent=idempotent,
+            correlation_id=correlation_id,
+        )
+        if _CODE_BEARING_PATH.search(normalised_path(endpoint)):
+            mask_activation_codes(body)
+        return body
 
     def paginate(
         self,
@@ -185,12 +207,18 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
     async def get_async_client(self) -> AsyncTruConnectClient:
         """Build an :class:`AsyncTruConnectClient` whose new tokens are masked without blocking the loop.
 
-        :return: a client; close it with ``await client.aclose()``.
+        Its connection pool is shared by every client of the running event loop with the same transport settings
+        (:mod:`airflow_provider_truconnect.client.async_pool`), and closed when the loop ends.
+
+        :return: a client; ``await client.aclose()`` when done (it leaves the shared pool open).
         """
         from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient  # httpx: triggerer only
+        from airflow_provider_truconnect.client.async_pool import shared_http_client
 
+        config = await self.aget_client_config()
         return AsyncTruConnectClient(
-            await self.aget_client_config(),
+            config,
+            http_client=shared_http_client(config),
             token_cache=self._token_cache,
             clock=self._clock,
             retry_policy=self._retry_policy,
@@ -219,6 +247,19 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
         from airflow_provider_truconnect.hooks.legacy_form import legacy_form_widgets
 
         return legacy_form_widgets(CONN_FIELDS)
+
+
+#: Resources that carry activation codes [DOC connect-api.md §7.2]: orders and SIMs.
+_CODE_BEARING_PATH = re.compile(r"/v2/(orders|sims)(/|$)")
+
+
+def mask_activation_codes(resource: Any) -> None:
+    """Register the activation codes of an order or SIM resource with Airflow's secret masker.
+
+    :param resource: a decoded order or SIM resource; anything else is ignored.
+    """
+    for code in activation_codes(resource):
+        mask_secret(code)
 
 
 class TruConnectHookMixin:

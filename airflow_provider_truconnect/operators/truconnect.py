@@ -1,29 +1,39 @@
 """Operators for the Connect API: a generic request operator and an order operator that waits for fulfilment.
 
-:class:`TruConnectCreateOrderOperator` is retry-safe on Airflow 3.3+: it uses ``ResumableJobMixin`` to keep the
-order id in the task state store, so a retry reattaches to the order placed by an earlier try instead of buying a
-second one. Below 3.3 the compat stand-in places a new order on every try (see the class docstring). An order request
-whose outcome is unknown fails the task without retries, on every Airflow version.
+:class:`TruConnectCreateOrderOperator` never places an order twice on Airflow 3.3+, whatever happens to a try:
+
+* before the ``POST /v2/orders`` leaves, a **sending record** (the request's correlation id) is written to the task
+  state store, shared by all tries of the task instance; it is replaced by the order id when the answer arrives. A
+  try interrupted while the request is in flight (``execution_timeout``, ``SIGTERM`` on a deploy or pod eviction, an
+  OOM kill) leaves the record behind, and the next try refuses to send the order again;
+* an answer that leaves the outcome unknown (see :mod:`airflow_provider_truconnect.client.core`) fails the task at once,
+  without retries, and keeps the record;
+* a retry after the order was placed reattaches to it (``ResumableJobMixin``); an order that ``FAILED`` fails the task
+  without retries, so a new order takes a deliberate new run.
+
+Below 3.3 there is no task state store and every try places a new order: keep ``retries=0`` on the task there.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
-from urllib.parse import urlsplit
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
-from airflow.providers.common.compat.sdk import (
-    AirflowFailException,
-    BaseOperator,
-    ResumableJobMixin,
-    conf,
-    determine_kwargs,
+from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin, conf, determine_kwargs
+
+from airflow_provider_truconnect.arguments import (
+    check_bool,
+    check_conn_id,
+    check_endpoint,
+    check_not_order_creation,
+    check_optional_dict,
+    check_seconds,
+    is_templated,
+    require,
 )
-
 from airflow_provider_truconnect.client.errors import (
     TruConnectConfigError,
     TruConnectError,
@@ -33,9 +43,16 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectTimeoutError,
     TruConnectXComTooLargeError,
 )
-from airflow_provider_truconnect.client.models import OrderStatus, order_failed_error, order_failure, order_summary
+from airflow_provider_truconnect.client.models import OrderStatus, order_summary
 from airflow_provider_truconnect.client.orders import validate_order
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook, TruConnectHookMixin
+from airflow_provider_truconnect.order_waiting import (
+    DEFER_TIMEOUT_GRACE,
+    fail_without_retries,
+    handle_order_event,
+    order_trigger,
+    poll_order_once,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -43,92 +60,16 @@ if TYPE_CHECKING:
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 #: XCom key under which the order operator pushes the order id as soon as the order exists.
 ORDER_ID_XCOM_KEY = "order_id"
-#: Extra time Airflow's own deferral timeout allows beyond ``wait_timeout``, so that the trigger's timeout event
-#: (which carries the order's last state) normally arrives first.
-DEFER_TIMEOUT_GRACE = 60.0
-#: Task state store key recording an order request whose outcome is unknown; while it is set, no try places the order.
-UNCERTAIN_ORDER_KEY = "truconnect_order_uncertain"
-_ORDERS_PATH = "/v2/orders"
+#: Task state store key of the sending record: written before ``POST /v2/orders`` leaves, holding its correlation id;
+#: the order id is added when the answer arrives. Without an order id it means "sent, outcome unknown".
+SENDING_ORDER_KEY = "truconnect_order_sending"
 
 
-class _Log(Protocol):
-    def info(self, msg: Any, /, *args: Any) -> Any: ...
-
-    def warning(self, msg: Any, /, *args: Any) -> Any: ...
-
-
-def _serialize_error(err: TruConnectError) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-    """Airflow's exception serialisation, keeping the keyword arguments a :class:`TruConnectError` carries."""
-    cls = type(err)
-    kwargs = {
-        "status_code": err.status_code,
-        "error_type": err.error_type,
-        "messages": list(err.messages),
-        "correlation_id": err.correlation_id,
-        "retryable": err.retryable,
-        "sent": err.sent,
-    }
-    return f"{cls.__module__}.{cls.__name__}", (err.message,), kwargs
-
-
-class TruConnectOrderUncertainFailError(TruConnectOrderUncertainError, AirflowFailException):  # type: ignore[misc]
-    """The order may or may not exist: the task fails at once without retries, so that no try places it again."""
-
-    def serialize(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-        """Airflow's exception serialisation, with the keyword arguments this class needs to be re-created."""
-        return _serialize_error(self)
-
-
-def _require(cond: bool, field: str, problem: str) -> None:
-    if not cond:
-        raise TruConnectConfigError(field, problem)
-
-
-def _check_conn_id(conn_id: Any) -> None:
-    _require(isinstance(conn_id, str) and bool(conn_id.strip()), "truconnect_conn_id", "must be a non-empty string")
-
-
-def _check_bool(value: Any, field: str) -> None:
-    _require(isinstance(value, bool), field, f"must be True or False, got {value!r}")
-
-
-def _check_seconds(value: Any, field: str) -> None:
-    _require(
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
-        field,
-        "must be a positive, finite number of seconds",
-    )
-
-
-def _check_endpoint(endpoint: Any) -> None:
-    _require(isinstance(endpoint, str) and bool(endpoint.strip()), "endpoint", "must be a non-empty string")
-    _require("?" not in endpoint, "endpoint", "must not contain a query string; pass query={...} instead")
-
-
-def _is_order_creation(method: str, endpoint: str) -> bool:
-    path = "/" + urlsplit(endpoint.strip()).path.strip("/")
-    return method.upper() == "POST" and path.lower().endswith(_ORDERS_PATH)
-
-
-def _check_not_order_creation(method: str, endpoint: str) -> None:
-    _require(
-        not _is_order_creation(method, endpoint),
-        "endpoint",
-        "POST /v2/orders places an order; use TruConnectCreateOrderOperator, which validates the body and never "
-        "places an order twice (retries reattach to the order already placed)",
-    )
-
-
-def _check_optional_dict(value: Any, field: str) -> None:
-    _require(value is None or isinstance(value, Mapping), field, f"must be a dict or None, got {type(value).__name__}")
-
-
-def _order_status(value: Any) -> OrderStatus:
-    return cast(OrderStatus, OrderStatus.parse(value))
-
-
-def _is_templated(value: Any) -> bool:
-    return isinstance(value, str) and "{{" in value
+def _check_method(method: Any) -> str:
+    require(isinstance(method, str), "method", f"must be a string, got {type(method).__name__}")
+    upper = str(method).strip().upper()
+    require(upper in HTTP_METHODS, "method", f"must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
+    return upper
 
 
 class TruConnectOperator(TruConnectHookMixin, BaseOperator):
@@ -139,7 +80,7 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
     orders with :class:`TruConnectCreateOrderOperator`, which validates the body and never places an order twice.
 
     :param endpoint: path relative to the API base, e.g. ``/v2/sims/{{ params.iccid }}`` (templated).
-    :param method: HTTP method: GET, POST, PUT, PATCH or DELETE.
+    :param method: HTTP method: GET, POST, PUT, PATCH or DELETE (templated).
     :param query: query parameters (templated). Named ``query`` because ``params`` belongs to ``BaseOperator``.
     :param body: JSON body (templated).
     :param headers: extra headers (templated); ``Authorization`` is set by the hook and refused here.
@@ -152,7 +93,7 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
     :param truconnect_conn_id: the Airflow connection id.
     """
 
-    template_fields: Sequence[str] = ("endpoint", "query", "body", "headers")
+    template_fields: Sequence[str] = ("endpoint", "method", "query", "body", "headers")
     template_fields_renderers = {"query": "json", "body": "json", "headers": "json"}
     ui_color = "#e8f4fb"
 
@@ -173,25 +114,25 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_conn_id(truconnect_conn_id)
-        _check_endpoint(endpoint)
-        _require(isinstance(method, str), "method", f"must be a string, got {type(method).__name__}")
-        method = method.upper()
-        _require(method in HTTP_METHODS, "method", f"must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
-        _check_not_order_creation(method, endpoint)
-        _check_optional_dict(query, "query")
-        _check_optional_dict(headers, "headers")
-        _require(isinstance(paginate, bool), "paginate", "must be True or False")
-        _require(not paginate or method == "GET", "paginate", "works with GET only")
-        _require(
+        check_conn_id(truconnect_conn_id)
+        check_endpoint(endpoint)
+        require(isinstance(method, str), "method", f"must be a string, got {type(method).__name__}")
+        if not is_templated(method):  # a templated one is checked once rendered
+            method = _check_method(method)
+            check_not_order_creation(method, endpoint)
+        check_optional_dict(query, "query")
+        check_optional_dict(headers, "headers")
+        require(isinstance(paginate, bool), "paginate", "must be True or False")
+        require(not paginate or is_templated(method) or method == "GET", "paginate", "works with GET only")
+        require(
             page_size is None or (isinstance(page_size, int) and not isinstance(page_size, bool) and page_size > 0),
             "page_size",
             "must be a positive integer or None",
         )
-        _require(page_size is None or paginate, "page_size", "only applies with paginate=True")
-        _require(response_check is None or callable(response_check), "response_check", "must be callable")
-        _require(response_filter is None or callable(response_filter), "response_filter", "must be callable")
-        _require(
+        require(page_size is None or paginate, "page_size", "only applies with paginate=True")
+        require(response_check is None or callable(response_check), "response_check", "must be callable")
+        require(response_filter is None or callable(response_filter), "response_filter", "must be callable")
+        require(
             isinstance(max_xcom_bytes, int) and not isinstance(max_xcom_bytes, bool) and max_xcom_bytes > 0,
             "max_xcom_bytes",
             "must be a positive integer",
@@ -216,10 +157,12 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
         :raises TruConnectError: typed API errors from the hook.
         """
         # Templated fields are rendered by now; check them again.
-        _check_endpoint(self.endpoint)
-        _check_not_order_creation(self.method, self.endpoint)
-        _check_optional_dict(self.query, "query")
-        _check_optional_dict(self.headers, "headers")
+        check_endpoint(self.endpoint)
+        self.method = _check_method(self.method)
+        check_not_order_creation(self.method, self.endpoint)
+        require(not self.paginate or self.method == "GET", "paginate", "works with GET only")
+        check_optional_dict(self.query, "query")
+        check_optional_dict(self.headers, "headers")
         try:
             response = self._fetch()
         finally:
@@ -265,32 +208,43 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
 class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, BaseOperator):
     """Place an order (``POST /v2/orders``) and, by default, wait until it is ``COMPLETED``.
 
-    The body is validated locally before anything is sent. The order is placed once: the client never repeats the
-    POST when it may have been processed. Such an unknown outcome (or an answer without an order id) fails the task
-    at once, without retries, with :class:`TruConnectOrderUncertainFailError` (a ``TruConnectOrderUncertainError``
-    and an ``AirflowFailException``); on Airflow 3.3+ it is also recorded in the task state store, and any later try
-    of the task instance (e.g. after a manual clear) refuses to place the order until the record is deleted. The
-    order id is logged, stored for retries (Airflow 3.3+) and then pushed to XCom under ``order_id`` (a failing push
-    only logs a warning). The return value is the order summary
-    (``order_id``, ``status``, ``iccid``, ``matching_id``, ``subscription_id``, ``lpa``, ``qr_code_url``,
-    ``voucher_code`` where present).
+    The body is validated locally before anything is sent, and the order is placed at most once per task instance
+    (Airflow 3.3+; see the module docstring for how). The task fails **without retries** when:
 
-    **Retries.** On Airflow 3.3+ the order id is also stored in the task state store (``ResumableJobMixin``), which
-    is shared by all tries of the task instance: a retry reattaches to that order (waits for it, or returns it if it
-    already completed) and places a new one only if it ``FAILED``. Below 3.3 there is no such store and XComs of
-    earlier tries are deleted when a new try starts, so every try places a new order; there, keep ``retries=0`` on
-    this task, or set ``wait_for_completion=False`` and wait with a :class:`TruConnectOrderSensor` task that may
-    retry freely.
+    * the order request was sent and its outcome is unknown (a read timeout, a dropped connection, a 5xx, a 3xx, a
+      429, an unreadable answer), now or in an earlier try that was interrupted while sending it. The error says how
+      to check whether the order exists;
+    * the order ``FAILED``: the order will not change, and a retry must not buy a second one. Place a new order
+      deliberately with a new run (or delete the task state store keys named in the message and clear the task).
+
+    Other failures (invalid body, bad credentials, a definite rejection by the API, a wait that timed out) fail the
+    task normally; retries then reattach to an order already placed.
+
+    The order id is logged, stored for retries and pushed to XCom under ``order_id``. The return value is the order
+    summary: ``order_id``, ``status``, ``iccid``, ``subscription_id`` and, only with ``include_activation_codes=True``,
+    the activation codes ``lpa``, ``matching_id``, ``voucher_code`` and ``qr_code_url``.
+
+    **Activation codes** are enough to install the paid eSIM on any phone. They are off by default because the return
+    value is stored in clear in Airflow's metadata database and shown in the UI to everyone who can see the DAG; they
+    are registered with the secret masker (never in task logs) and never travel in trigger events. Turn them on only
+    when a downstream task hands them to the subscriber; otherwise read them when needed with
+    ``GET /v2/orders/{id}``.
+
+    **Retries below Airflow 3.3**: there is no task state store and XComs of earlier tries are deleted when a new try
+    starts, so every try places a new order: keep ``retries=0`` on this task there, or set
+    ``wait_for_completion=False`` and wait with a
+    :class:`~airflow_provider_truconnect.sensors.truconnect.TruConnectOrderSensor` task that may retry freely.
 
     :param order: the order body, as a dict or a JSON string (templated).
     :param wait_for_completion: wait until the order is ``COMPLETED`` or ``FAILED``.
     :param deferrable: wait in the triggerer instead of on the worker.
     :param poll_interval: seconds between status polls.
     :param wait_timeout: seconds to wait for the order before failing.
+    :param include_activation_codes: return the activation codes in the summary (see above).
     :param truconnect_conn_id: the Airflow connection id.
-    :raises TruConnectOrderFailedError: when the order ends ``FAILED`` (with the API's messages).
+    :raises AirflowFailException: when the order ``FAILED`` or its placement is uncertain (no retries); the cause is
+        the provider's :class:`TruConnectOrderFailedError` or :class:`TruConnectOrderUncertainError`.
     :raises TruConnectTimeoutError: when the order is not finished within ``wait_timeout``.
-    :raises TruConnectOrderUncertainFailError: when the order may or may not have been placed (no retries).
     """
 
     template_fields: Sequence[str] = ("order",)
@@ -307,28 +261,31 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 5.0,
         wait_timeout: float = 3600.0,
+        include_activation_codes: bool = False,
         truconnect_conn_id: str = TruConnectHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_conn_id(truconnect_conn_id)
+        check_conn_id(truconnect_conn_id)
         # A task output (XComArg) is resolved before execute, like any templated field; it is validated then.
-        _require(
+        require(
             isinstance(order, Mapping | str) or hasattr(order, "resolve"),
             "order",
             f"must be a dict, a JSON string or a task output, got {type(order).__name__}",
         )
-        if isinstance(order, Mapping) and not _is_templated(json.dumps(order, default=str)):
+        if isinstance(order, Mapping) and not is_templated(json.dumps(order, default=str)):
             validate_order(order)  # a literal body fails at parse time; a templated one after rendering
-        _check_bool(wait_for_completion, "wait_for_completion")
-        _check_bool(deferrable, "deferrable")
-        _check_seconds(poll_interval, "poll_interval")
-        _check_seconds(wait_timeout, "wait_timeout")
+        check_bool(wait_for_completion, "wait_for_completion")
+        check_bool(deferrable, "deferrable")
+        check_bool(include_activation_codes, "include_activation_codes")
+        check_seconds(poll_interval, "poll_interval")
+        check_seconds(wait_timeout, "wait_timeout")
         self.order = order
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = float(poll_interval)
         self.wait_timeout = float(wait_timeout)
+        self.include_activation_codes = include_activation_codes
         self.truconnect_conn_id = truconnect_conn_id
         self._latest: dict[str, Any] | None = None
         self._published_order_id: str | None = None
@@ -368,29 +325,42 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         """Place the order once and log its id (the mixin stores it; XCom gets it once stored).
 
         :return: the order id.
-        :raises TruConnectOrderUncertainFailError: when the order may or may not have been placed, now or by an
-            earlier try; nothing is sent again.
+        :raises AirflowFailException: when an earlier try's order FAILED, or an order request (now or by an earlier
+            try) may or may not have placed the order; nothing is sent again.
         """
         body = self.order_body()
-        previous = self._order_id_from_previous_try(context)
-        if previous is not None:
-            return previous
-        self._refuse_after_uncertain_order(context)
+        store = context.get("task_state_store")
+        earlier = self._earlier_order(context, store)
+        if earlier is not None:
+            return earlier
+        correlation_id = self.hook.client.new_correlation_id()
+        self._record_sending(store, correlation_id, context)
         try:
-            created = self.hook.create_order(body)
+            created = self.hook.create_order(body, correlation_id=correlation_id)
         except TruConnectOrderUncertainError as exc:
-            raise self._uncertain_order(context, exc) from exc
+            self._record(store, {**self._sending_record(correlation_id, context), "outcome": "unknown"})
+            raise fail_without_retries(
+                exc,
+                "The task fails without retries so that the order is not placed twice. "
+                + _how_to_check(correlation_id, self.task_id, check=False),
+            ) from exc
+        except TruConnectError:
+            # Provably not placed: never sent, or definitely rejected by the API. A retry may place it.
+            self._forget_sending(store)
+            raise
         order_id = created.get("id") if isinstance(created, Mapping) else None
         if not isinstance(order_id, str) or not order_id:
-            raise self._uncertain_order(
-                context,
-                TruConnectOrderUncertainError(
-                    "POST /v2/orders answered without an order id; the order MAY have been created. Check the "
-                    "orders before placing it again"
-                ),
+            self._record(store, {**self._sending_record(correlation_id, context), "outcome": "no order id"})
+            unknown = TruConnectOrderUncertainError(
+                "POST /v2/orders answered without an order id; the order MAY have been created",
+                correlation_id=correlation_id,
             )
+            raise fail_without_retries(unknown, _how_to_check(correlation_id, self.task_id)) from unknown
+        self._record(store, {**self._sending_record(correlation_id, context), "order_id": order_id})
         self._latest = dict(created)
-        self.log.info("Placed order %s (status %s)", order_id, created.get("status"))
+        self.log.info(
+            "Placed order %s (status %s, X-Correlation-ID %s)", order_id, created.get("status"), correlation_id
+        )
         return order_id
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
@@ -418,7 +388,7 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         if self.deferrable:
             self.log.info("Deferring until order %s is finished (at most %.0f s)", order_id, self.wait_timeout)
             self.defer(
-                trigger=_order_trigger()(
+                trigger=order_trigger()(
                     order_id=order_id,
                     truconnect_conn_id=self.truconnect_conn_id,
                     poll_interval=self.poll_interval,
@@ -436,7 +406,26 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         self._publish_order_id(order_id, context)  # an earlier try's order that already completed
         if self._latest is None or self._latest.get("id") != order_id:
             self._latest = self.hook.get_order(order_id)
-        return order_summary(self._latest)
+        return order_summary(self._latest, include_activation_codes=self.include_activation_codes)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after :class:`TruConnectOrderTrigger` fired.
+
+        :param context: the task context.
+        :param event: the trigger's event.
+        :return: the order summary on success (the activation codes, when asked for, are read here on the worker:
+            trigger events never carry them).
+        :raises AirflowFailException: on a ``failed`` event.
+        :raises TruConnectTimeoutError: on a ``timeout`` event.
+        :raises TruConnectError: on an ``error`` event or a malformed one.
+        """
+        summary = handle_order_event(event)
+        if not self.include_activation_codes:
+            return summary
+        try:
+            return self.get_job_result(summary["order_id"], context)
+        finally:
+            self.hook.close()
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _wait_on_worker(self, order_id: str) -> None:
@@ -467,41 +456,89 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         except Exception as exc:  # the order exists and its id is stored; XCom is a convenience for other tasks
             self.log.warning("Could not push order id %s to XCom %r: %s", order_id, ORDER_ID_XCOM_KEY, exc)
 
-    def _uncertain_order(
-        self, context: Context, exc: TruConnectOrderUncertainError
-    ) -> TruConnectOrderUncertainFailError:
-        """Record an order request of unknown outcome, and return the error that fails the task without retries."""
-        store = context.get("task_state_store")
-        if store is not None:
-            ti = context.get("ti")
-            record = {"correlation_id": exc.correlation_id, "try_number": getattr(ti, "try_number", None)}
-            try:
-                store.set(UNCERTAIN_ORDER_KEY, record)
-            except Exception as store_exc:  # the task still fails without retries; a manual clear is then unguarded
-                self.log.warning("Could not record the uncertain order request in the task state store: %s", store_exc)
-        return TruConnectOrderUncertainFailError(
-            f"{exc.message}. The task fails without retries so that the order is not placed twice",
-            status_code=exc.status_code,
-            error_type=exc.error_type,
-            messages=exc.messages,
-            correlation_id=exc.correlation_id,
-        )
+    def _sending_record(self, correlation_id: str, context: Context) -> dict[str, Any]:
+        ti = context.get("ti")
+        return {
+            "correlation_id": correlation_id,
+            "try_number": getattr(ti, "try_number", None),
+            "sent_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
 
-    def _refuse_after_uncertain_order(self, context: Context) -> None:
-        """Fail when an earlier try of this task instance sent an order request of unknown outcome."""
-        store = context.get("task_state_store")
-        record = store.get(UNCERTAIN_ORDER_KEY) if store is not None else None
-        if not record:
+    def _record_sending(self, store: Any, correlation_id: str, context: Context) -> None:
+        """Write the sending record before the order request leaves; no record, no request."""
+        if store is None:
             return
-        correlation_id = record.get("correlation_id") if isinstance(record, Mapping) else None
-        raise TruConnectOrderUncertainFailError(
-            "An earlier try of this task sent POST /v2/orders and could not tell whether the order was created, so "
-            "this try does not place it again. Check whether the order exists: for a top-up, GET "
-            "/v2/subscriptions?iccid=<iccid>; for a new eSIM, ask 1GLOBAL support quoting "
-            f"{'the correlation id of that request' if correlation_id else 'the task and time of that try'}. If it "
-            "exists, wait for it with TruConnectOrderSensor; if it does not, delete the task state store key "
-            f"{UNCERTAIN_ORDER_KEY!r} of this task instance and clear the task",
-            correlation_id=correlation_id if isinstance(correlation_id, str) and correlation_id else None,
+        try:
+            store.set(SENDING_ORDER_KEY, self._sending_record(correlation_id, context))
+        except Exception as exc:
+            # Without the record, an interruption while sending could be followed by a second order.
+            raise TruConnectError(
+                f"Could not record the order request in the task state store ({type(exc).__name__}: {exc}); "
+                "nothing was sent, and the task may be retried"
+            ) from exc
+
+    def _record(self, store: Any, record: dict[str, Any]) -> None:
+        if store is None:
+            return
+        try:
+            store.set(SENDING_ORDER_KEY, record)
+        except Exception as exc:  # the sending record already guards the next try
+            self.log.warning("Could not update the order record in the task state store: %s", exc)
+
+    def _forget_sending(self, store: Any) -> None:
+        if store is None:
+            return
+        try:
+            store.delete(SENDING_ORDER_KEY)
+        except Exception as exc:  # the next try then refuses to place the order, which is safe
+            self.log.warning("Could not delete the order record from the task state store: %s", exc)
+
+    def _earlier_order(self, context: Context, store: Any) -> str | None:
+        """What an earlier try of this task instance left: an order to reattach to, or a reason to refuse.
+
+        :return: the id of an order an earlier try placed and that did not fail, or ``None`` when no earlier try
+            sent an order request.
+        :raises AirflowFailException: when the earlier order FAILED or the earlier request's outcome is unknown.
+        """
+        if store is None:
+            return self._order_id_from_previous_try(context)
+        failed_id = store.get(self.external_id_key)
+        if failed_id:
+            # The mixin calls submit_job after finding a stored order only when that order is terminal and not
+            # completed: it FAILED.
+            raise _final_failure(
+                TruConnectOrderFailedError(
+                    f"Order {failed_id} placed by an earlier try FAILED", order_id=str(failed_id)
+                ),
+                f"A new order is not placed automatically: to place one, start a new DAG run, or delete the task "
+                f"state store keys {self.external_id_key!r} and {SENDING_ORDER_KEY!r} of this task instance and "
+                "clear the task",
+            )
+        record = store.get(SENDING_ORDER_KEY)
+        if not record:
+            return None
+        record = record if isinstance(record, Mapping) else {}
+        order_id = record.get("order_id")
+        if isinstance(order_id, str) and order_id:
+            status = self.get_job_status(order_id, context)
+            if status == OrderStatus.FAILED.value:
+                raise _final_failure(
+                    TruConnectOrderFailedError(f"Order {order_id} placed by an earlier try FAILED", order_id=order_id),
+                    f"To place a new one, start a new DAG run, or delete the task state store key "
+                    f"{SENDING_ORDER_KEY!r} of this task instance and clear the task",
+                )
+            self.log.info("Reattaching to order %s placed by an earlier try (status %s)", order_id, status)
+            return order_id
+        correlation_id = record.get("correlation_id")
+        cid = correlation_id if isinstance(correlation_id, str) and correlation_id else None
+        raise _final_failure(
+            TruConnectOrderUncertainError(
+                f"An earlier try (try {record.get('try_number', '?')}, at {record.get('sent_at', '?')}) sent "
+                "POST /v2/orders and did not learn whether the order was created (it was interrupted, or the answer "
+                "left the outcome unknown), so this try does not send it again",
+                correlation_id=cid,
+            ),
+            _how_to_check(cid, self.task_id),
         )
 
     def _order_id_from_previous_try(self, context: Context) -> str | None:
@@ -510,8 +547,6 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         Stock Airflow 2.11 and 3.x delete a task's XComs when a new try starts (they survive only a deferral), so
         this normally finds nothing; it matters with setups that keep them.
         """
-        if context.get("task_state_store") is not None:
-            return None
         ti = context.get("ti")
         if ti is None or getattr(ti, "try_number", 1) <= 1:
             return None
@@ -530,118 +565,46 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
             return None
         status = self.get_job_status(previous, context)
         if status == OrderStatus.FAILED.value:
-            self.log.warning("Order %s of the previous try FAILED; placing a new order", previous)
-            return None
+            raise _final_failure(
+                TruConnectOrderFailedError(f"Order {previous} of the previous try FAILED", order_id=previous),
+                "A new order is not placed automatically: start a new DAG run to place one",
+            )
         self.log.info("Reattaching to order %s placed by the previous try (status %s)", previous, status)
         return previous
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after :class:`TruConnectOrderTrigger` fired.
 
-        :param context: the task context.
-        :param event: the trigger's event.
-        :return: the order summary on success.
-        :raises TruConnectOrderFailedError: on a ``failed`` event.
-        :raises TruConnectTimeoutError: on a ``timeout`` event.
-        :raises TruConnectError: on an ``error`` event or a malformed one.
-        """
-        return handle_order_event(event)
+def _order_status(value: Any) -> OrderStatus:
+    return cast(OrderStatus, OrderStatus.parse(value))
 
 
-def _order_timeout(message: str) -> NoReturn:
-    raise TruConnectTimeoutError(f"{message}; it was placed and may still complete: check it before retrying")
+def _final_failure(exc: TruConnectError, note: str) -> BaseException:
+    failure = fail_without_retries(exc, note)
+    failure.__cause__ = exc
+    return failure
 
 
-def handle_order_event(
-    event: Any,
-    *,
-    order_id: str | None = None,
-    failed_error: type[TruConnectOrderFailedError] = TruConnectOrderFailedError,
-    error: type[TruConnectError] = TruConnectError,
-    on_timeout: Callable[[str], NoReturn] = _order_timeout,
-) -> dict[str, Any]:
-    """Turn a :class:`TruConnectOrderTrigger` event into the order summary or a typed error.
-
-    Serves the order operator (defaults) and :class:`TruConnectOrderSensor` (its own error classes and timeout).
-
-    :param event: the event payload.
-    :param order_id: the order waited for, when the event does not name it.
-    :param failed_error: the class raised on a ``failed`` event.
-    :param error: the class raised on an ``error`` event or a malformed one.
-    :param on_timeout: called with the event's message on a ``timeout`` event; must raise.
-    :return: the summary of a completed order.
-    """
-    if not isinstance(event, Mapping):
-        raise error(f"Unexpected trigger event: {type(event).__name__}")
-    status = event.get("status")
-    message = str(event.get("message") or "no message")
-    order_id = str(event.get("order_id") or order_id or "")
-    if status == "success":
-        summary = event.get("summary")
-        return dict(summary) if isinstance(summary, Mapping) else {"order_id": order_id}
-    if status == "failed":
-        messages = event.get("messages")
-        error_type = event.get("error_type")
-        raise order_failed_error(
-            order_id,
-            str(error_type) if error_type else None,
-            [str(m) for m in messages] if isinstance(messages, list) else [message],
-            cls=failed_error,
-        )
-    if status == "timeout":
-        on_timeout(message)
-    raise error(f"Waiting for order {order_id} failed: {message}")
-
-
-def poll_order_once(
-    hook: TruConnectHook,
-    order_id: str,
-    log: _Log,
-    *,
-    failed_error: type[TruConnectOrderFailedError] = TruConnectOrderFailedError,
-) -> tuple[bool, dict[str, Any] | None]:
-    """Fetch an order once, for the worker-side waits of the order operator and :class:`TruConnectOrderSensor`.
-
-    A retryable error that outlasted the client's retry budget is logged and counts as "not finished yet": the order
-    exists and keeps being fulfilled, so an outage is not its end.
-
-    :param hook: the hook to fetch it with.
-    :param order_id: the order.
-    :param log: where to log progress.
-    :param failed_error: the class raised when the order ``FAILED``.
-    :return: ``(done, order)``: ``(True, order)`` when ``COMPLETED``, ``(False, order)`` while it is in progress
-        (or in an unknown status), ``(False, None)`` after a retryable error.
-    :raises TruConnectOrderFailedError: (``failed_error``) when the order ``FAILED``.
-    """
-    try:
-        order = hook.get_order(order_id)
-    except TruConnectError as exc:
-        if not exc.retryable:
-            raise
-        log.warning("Polling order %s failed after retries (%s); polling again", order_id, exc)
-        return False, None
-    status = OrderStatus.parse(order.get("status"))
-    if status is OrderStatus.COMPLETED:
-        log.info("Order %s COMPLETED", order_id)
-        return True, order
-    if status is OrderStatus.FAILED:
-        error_type, messages = order_failure(order)
-        raise order_failed_error(order_id, error_type, messages, cls=failed_error)
-    log.info("Order %s is %s", order_id, status.value)
-    return False, order
+def _how_to_check(correlation_id: str | None, task_id: str, *, check: bool = True) -> str:
+    """What to do about an order of unknown outcome (``check``: including how to find out whether it exists)."""
+    quote = f"the correlation id {correlation_id}" if correlation_id else "the task and time of that try"
+    how = (
+        "Check whether the order exists: for a top-up, GET /v2/subscriptions?iccid=<iccid> (a new subscription "
+        f"appears); for a new eSIM, ask 1GLOBAL support quoting {quote}. "
+        if check
+        else ""
+    )
+    return (
+        f"{how}If it exists, wait for it with TruConnectOrderSensor; if it does not, start a new DAG run, or delete "
+        f"the task state store key {SENDING_ORDER_KEY!r} of task {task_id!r} in this run (REST API: DELETE "
+        "/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/state-store/"
+        f"{SENDING_ORDER_KEY}) and clear the task"
+    )
 
 
 __all__ = [
+    "ORDER_ID_XCOM_KEY",
+    "SENDING_ORDER_KEY",
     "TruConnectCreateOrderOperator",
     "TruConnectOperator",
-    "TruConnectOrderUncertainFailError",
     "TruConnectResponseCheckError",
     "TruConnectXComTooLargeError",
 ]
-
-
-def _order_trigger() -> type[Any]:
-    # Imported when deferring, not at DAG parse time: the trigger module pulls in Airflow's trigger base classes.
-    from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger
-
-    return TruConnectOrderTrigger

@@ -23,45 +23,14 @@ from airflow.providers.common.compat.sdk import (
     determine_kwargs,
 )
 
-from airflow_provider_truconnect.client.errors import (
-    TruConnectConfigError,
-    TruConnectError,
-    TruConnectNotFoundError,
-    TruConnectOrderFailedError,
-)
+from airflow_provider_truconnect.arguments import check_bool, check_conn_id, check_endpoint, is_templated
+from airflow_provider_truconnect.client.errors import TruConnectConfigError, TruConnectError, TruConnectNotFoundError
 from airflow_provider_truconnect.client.models import extract_field, order_summary
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook, TruConnectHookMixin
-from airflow_provider_truconnect.operators.truconnect import (
-    DEFER_TIMEOUT_GRACE,
-    _check_bool,
-    _check_conn_id,
-    _check_endpoint,
-    _is_templated,
-    _serialize_error,
-    handle_order_event,
-    poll_order_once,
-)
+from airflow_provider_truconnect.order_waiting import DEFER_TIMEOUT_GRACE, handle_order_event, poll_order_once
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-
-class TruConnectOrderFailedSensorError(TruConnectOrderFailedError, AirflowFailException):  # type: ignore[misc]
-    """The sensed order ``FAILED``: the task fails at once without retries (or is skipped with ``soft_fail``)."""
-
-    def serialize(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-        """Airflow's exception serialisation, with the keyword arguments this class needs to be re-created."""
-        cls = type(self)
-        kwargs = {"order_id": self.order_id, "error_type": self.error_type, "messages": list(self.messages)}
-        return f"{cls.__module__}.{cls.__name__}", (self.message,), kwargs
-
-
-class TruConnectSensorError(TruConnectError, AirflowException):  # type: ignore[misc]
-    """Waiting in the triggerer failed (an ``error`` event); skipped with ``soft_fail`` / ``never_fail``."""
-
-    def serialize(self) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-        """Airflow's exception serialisation, with the keyword arguments this class needs to be re-created."""
-        return _serialize_error(self)
 
 
 class _DeferrableSensor(TruConnectHookMixin, BaseSensorOperator):
@@ -69,8 +38,8 @@ class _DeferrableSensor(TruConnectHookMixin, BaseSensorOperator):
 
     def __init__(self, *, deferrable: bool, truconnect_conn_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        _check_conn_id(truconnect_conn_id)
-        _check_bool(deferrable, "deferrable")
+        check_conn_id(truconnect_conn_id)
+        check_bool(deferrable, "deferrable")
         self.deferrable = deferrable
         self.truconnect_conn_id = truconnect_conn_id
 
@@ -101,19 +70,27 @@ class _DeferrableSensor(TruConnectHookMixin, BaseSensorOperator):
             raise AirflowSkipException(message)
         raise AirflowSensorTimeout(message)
 
+    def _wait_failed(self, message: str) -> NoReturn:
+        # An AirflowException, so that Airflow's resume path applies soft_fail / never_fail to it.
+        raise AirflowException(f"Waiting in the triggerer failed: {message}")
+
 
 class TruConnectOrderSensor(_DeferrableSensor):
     """Wait until an order is ``COMPLETED``; fail at once when it is ``FAILED``.
 
     Unknown or in-progress statuses (``ACCEPTED``, ``FULFILLING``, anything new) keep the sensor waiting. On success
-    the order summary is returned (XCom ``return_value``). A ``FAILED`` order raises
-    :class:`TruConnectOrderFailedSensorError` (a :class:`TruConnectOrderFailedError` and an ``AirflowFailException``:
-    no retries, since the order will not change; skipped with ``soft_fail=True``).
+    the order summary is returned (XCom ``return_value``): ``order_id``, ``status``, ``iccid``, ``subscription_id``
+    and, only with ``include_activation_codes=True``, the activation codes (``lpa``, ``matching_id``,
+    ``voucher_code``, ``qr_code_url``; secrets, off by default: see
+    :class:`~airflow_provider_truconnect.operators.truconnect.TruConnectCreateOrderOperator`). A ``FAILED`` order
+    raises ``AirflowFailException`` caused by a :class:`TruConnectOrderFailedError` with the API's messages: no
+    retries, since the order will not change (skipped with ``soft_fail=True``).
 
-    An ``error`` event of the trigger raises :class:`TruConnectSensorError` (skipped with ``soft_fail=True``).
+    An ``error`` event of the trigger raises ``AirflowException`` (skipped with ``soft_fail=True``).
 
     :param order_id: the order to wait for (templated), e.g. ``{{ ti.xcom_pull('create', key='order_id') }}``.
     :param deferrable: wait in the triggerer instead of on the worker.
+    :param include_activation_codes: return the activation codes in the summary.
     :param truconnect_conn_id: the Airflow connection id.
     """
 
@@ -125,24 +102,28 @@ class TruConnectOrderSensor(_DeferrableSensor):
         *,
         order_id: str,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        include_activation_codes: bool = False,
         truconnect_conn_id: str = TruConnectHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(deferrable=deferrable, truconnect_conn_id=truconnect_conn_id, **kwargs)
         if not isinstance(order_id, str) or not order_id.strip():
             raise TruConnectConfigError("order_id", "must be a non-empty string")
+        check_bool(include_activation_codes, "include_activation_codes")
         self.order_id = order_id
+        self.include_activation_codes = include_activation_codes
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Fetch the order once.
 
         :return: done with the summary when ``COMPLETED``, not done otherwise (also after a retryable error that
             outlasted the client's retries).
-        :raises TruConnectOrderFailedSensorError: when the order is ``FAILED``.
+        :raises AirflowFailException: when the order is ``FAILED``.
         """
-        done, order = poll_order_once(self.hook, self.order_id, self.log, failed_error=TruConnectOrderFailedSensorError)
+        done, order = poll_order_once(self.hook, self.order_id, self.log)
         if done and order is not None:
-            return PokeReturnValue(is_done=True, xcom_value=order_summary(order))
+            summary = order_summary(order, include_activation_codes=self.include_activation_codes)
+            return PokeReturnValue(is_done=True, xcom_value=summary)
         return PokeReturnValue(is_done=False)
 
     def execute(self, context: Context) -> Any:
@@ -171,18 +152,22 @@ class TruConnectOrderSensor(_DeferrableSensor):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired.
 
-        :return: the order summary on success.
-        :raises TruConnectOrderFailedSensorError: on a ``failed`` event.
+        :return: the order summary on success (activation codes, when asked for, are read here: events never carry
+            them).
+        :raises AirflowFailException: on a ``failed`` event.
         :raises AirflowSensorTimeout: on a ``timeout`` event (skipped with ``soft_fail``).
-        :raises TruConnectSensorError: on an ``error`` event or a malformed one (skipped with ``soft_fail``).
+        :raises AirflowException: on an ``error`` event or a malformed one (skipped with ``soft_fail``).
         """
-        return handle_order_event(
-            event,
-            order_id=self.order_id,
-            failed_error=TruConnectOrderFailedSensorError,
-            error=TruConnectSensorError,
-            on_timeout=self._timed_out,
+        summary = handle_order_event(
+            event, order_id=self.order_id, on_error=self._wait_failed, on_timeout=self._timed_out
         )
+        if not self.include_activation_codes:
+            return summary
+        try:
+            order = self.hook.get_order(str(summary.get("order_id") or self.order_id))
+        finally:
+            self.hook.close()
+        return order_summary(order, include_activation_codes=True)
 
 
 class TruConnectSensor(_DeferrableSensor):
@@ -198,7 +183,7 @@ class TruConnectSensor(_DeferrableSensor):
 
     A 404 counts as "not yet" (waiting for a resource to appear), and so does a retryable error (5xx, 429, connection
     problems) that outlasted the client's retries; other errors fail the poke. An ``error`` event of the trigger
-    raises :class:`TruConnectSensorError` (skipped with ``soft_fail=True``).
+    raises ``AirflowException`` (skipped with ``soft_fail=True``).
 
     :param endpoint: path relative to the API base (templated).
     :param query: query parameters (templated).
@@ -228,8 +213,8 @@ class TruConnectSensor(_DeferrableSensor):
         super().__init__(deferrable=deferrable, truconnect_conn_id=truconnect_conn_id, **kwargs)
         if not isinstance(endpoint, str) or not endpoint.strip():
             raise TruConnectConfigError("endpoint", "must be a non-empty string")
-        if not _is_templated(endpoint):
-            _check_endpoint(endpoint)  # a templated one is checked once rendered
+        if not is_templated(endpoint):
+            check_endpoint(endpoint)  # a templated one is checked once rendered
         if query is not None and not isinstance(query, Mapping):
             raise TruConnectConfigError("query", f"must be a dict or None, got {type(query).__name__}")
         declarative = field_path is not None or accepted_values is not None
@@ -263,7 +248,7 @@ class TruConnectSensor(_DeferrableSensor):
 
     def _check_rendered(self) -> None:
         # Templated fields are rendered by now; check them again.
-        _check_endpoint(self.endpoint)
+        check_endpoint(self.endpoint)
         if self.query is not None and not isinstance(self.query, Mapping):
             raise TruConnectConfigError("query", f"must be a dict or None, got {type(self.query).__name__}")
         if self.response_check is None and (not isinstance(self.field_path, str) or not self.field_path.strip()):
@@ -335,16 +320,16 @@ class TruConnectSensor(_DeferrableSensor):
         :param end_time: the absolute deadline set when the sensor first deferred.
         :return: the field's value (declarative condition) or ``None`` (``response_check``).
         :raises AirflowSensorTimeout: on a ``timeout`` event or when the deadline passed (skipped with ``soft_fail``).
-        :raises TruConnectSensorError: on an ``error`` event or a malformed one (skipped with ``soft_fail``).
+        :raises AirflowException: on an ``error`` event or a malformed one (skipped with ``soft_fail``).
         """
         if not isinstance(event, Mapping):
-            raise TruConnectSensorError(f"Unexpected trigger event: {type(event).__name__}")
+            self._wait_failed(f"unexpected trigger event: {type(event).__name__}")
         status = event.get("status")
         message = str(event.get("message") or "no message")
         if status == "timeout":
             self._timed_out(message)
         if status != "success":
-            raise TruConnectSensorError(f"Polling {self.endpoint} failed: {message}")
+            self._wait_failed(f"polling {self.endpoint} failed: {message}")
         if event.get("check") != "worker":
             return event.get("value")
         try:
@@ -359,7 +344,7 @@ class TruConnectSensor(_DeferrableSensor):
         self._defer(deadline)
 
 
-__all__ = ["TruConnectOrderFailedSensorError", "TruConnectOrderSensor", "TruConnectSensor", "TruConnectSensorError"]
+__all__ = ["TruConnectOrderSensor", "TruConnectSensor"]
 
 
 def _triggers() -> Any:

@@ -2,9 +2,10 @@
 
 Both triggers run in the triggerer's event loop and are fully asynchronous: the connection is read with Airflow's async
 APIs (:meth:`TruConnectHook.get_async_client`), tokens come from the process-wide token cache (one token request per
-connection, however many triggers poll), transient errors and 429 are retried by the client's retry policy, and the
-deadline is an absolute epoch ``end_time`` so that it survives triggerer restarts. Each trigger yields exactly one
-small JSON event and returns:
+connection, however many triggers poll), HTTP connections come from one pool per event loop and connection settings
+(a bounded number of TCP connections, however many triggers poll), transient errors and 429 are retried by the
+client's retry policy, and the deadline is an absolute epoch ``end_time`` so that it survives triggerer restarts. Each
+trigger yields exactly one small JSON event and returns:
 
 .. code-block:: python
 
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -30,6 +31,7 @@ from airflow_provider_truconnect.client.errors import (
 )
 from airflow_provider_truconnect.client.models import (
     OrderStatus,
+    activation_codes,
     bounded_value,
     extract_field,
     order_failed_message,
@@ -38,6 +40,14 @@ from airflow_provider_truconnect.client.models import (
 )
 from airflow_provider_truconnect.client.retry import RetryPolicy
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
+
+T = TypeVar("T")
+#: A poll that starts at or after the deadline still gets this long, so that the timeout event carries a fresh status.
+MIN_POLL_SECONDS = 1.0
+
+
+class _PastDeadline(Exception):
+    """A poll (with its retries and waits) ran into the trigger's deadline and was cancelled."""
 
 
 class _TruConnectPollingTrigger(BaseTrigger):
@@ -74,14 +84,32 @@ class _TruConnectPollingTrigger(BaseTrigger):
     async def _close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
+            # Leaves the connection pool open: it is the event loop's, shared with the other triggers of the same
+            # connection settings, and closed when the loop ends.
             await client.aclose()
+
+    async def _poll_by_deadline(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one poll, with the client's retries and waits, but never past the deadline.
+
+        Without the bound, one poll could take 5 attempts x (connect + read timeout) plus waits, minutes after the
+        deadline, and Airflow's own deferral timeout would fire before the trigger's timeout event with the last
+        status.
+
+        :raises _PastDeadline: when the deadline passed during the poll.
+        """
+        budget = max(self.end_time - self._now(), MIN_POLL_SECONDS)
+        try:
+            async with asyncio.timeout(budget):
+                return await call()
+        except TimeoutError:
+            raise _PastDeadline from None
 
     async def _wait_before_next_poll(self) -> None:
         # Never sleep past the deadline, so that the timeout event is not late by a whole interval.
         await self._sleep(max(0.0, min(self.poll_interval, self.end_time - self._now())))
 
     async def cleanup(self) -> None:
-        """Close the HTTP client if ``run()`` did not get to (e.g. the trigger was cancelled)."""
+        """Release the client if ``run()`` did not get to (e.g. the trigger was cancelled)."""
         await self._close()
 
 
@@ -129,6 +157,15 @@ class TruConnectOrderTrigger(_TruConnectPollingTrigger):
         finally:
             await self._close()
 
+    def _order_timeout(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "status": "timeout",
+            "message": f"Order {self.order_id} not finished by the deadline "
+            f"(last status {summary.get('status', 'unknown')})",
+            "order_id": self.order_id,
+            "summary": summary,
+        }
+
     async def _poll(self) -> dict[str, Any]:
         order_id = self.order_id
         summary: dict[str, Any] = {"order_id": order_id}
@@ -136,7 +173,9 @@ class TruConnectOrderTrigger(_TruConnectPollingTrigger):
             client = await self._get_client()
             while True:
                 try:
-                    order = await client.get_order(order_id)
+                    order = await self._poll_by_deadline(lambda: client.get_order(order_id))
+                except _PastDeadline:
+                    return self._order_timeout(summary)
                 except TruConnectError as exc:
                     if not exc.retryable:
                         raise
@@ -163,13 +202,7 @@ class TruConnectOrderTrigger(_TruConnectPollingTrigger):
                         }
                     self.log.info("Order %s is %s; next poll in %.1f s", order_id, status.value, self.poll_interval)
                 if self._now() >= self.end_time:
-                    return {
-                        "status": "timeout",
-                        "message": f"Order {order_id} not finished by the deadline "
-                        f"(last status {summary.get('status', 'unknown')})",
-                        "order_id": order_id,
-                        "summary": summary,
-                    }
+                    return self._order_timeout(summary)
                 await self._wait_before_next_poll()
         except Exception as exc:
             self.log.error("Waiting for order %s failed: %s", order_id, exc)
@@ -264,7 +297,9 @@ class TruConnectSensorTrigger(_TruConnectPollingTrigger):
             client = await self._get_client()
             while True:
                 try:
-                    body = await client.request("GET", self.endpoint, params=self.query)
+                    body = await self._poll_by_deadline(lambda: client.request("GET", self.endpoint, params=self.query))
+                except _PastDeadline:
+                    return self._timeout()
                 except TruConnectNotFoundError:
                     self.log.info("%s not found yet; next poll in %.1f s", self.endpoint, self.poll_interval)
                 except TruConnectError as exc:
@@ -282,14 +317,19 @@ class TruConnectSensorTrigger(_TruConnectPollingTrigger):
                             "field_path": self.field_path,
                         }
                         small = bounded_value(value)
-                        if small is not None or value is None:
+                        # Events are stored in the metadata database: no activation code goes there.
+                        secret = isinstance(value, str) and value in activation_codes(body)
+                        if (small is not None or value is None) and not secret:
                             event["value"] = small
                         return event
+                    shown = bounded_value(value) if found else "<missing>"
+                    if isinstance(value, str) and value in activation_codes(body):
+                        shown = "<activation code>"
                     self.log.info(
                         "%s: %s is %r, waiting for one of %r",
                         self.endpoint,
                         self.field_path,
-                        bounded_value(value) if found else "<missing>",
+                        shown,
                         self.accepted_values,
                     )
                 if self._now() >= self.end_time:

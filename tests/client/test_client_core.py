@@ -29,7 +29,7 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectServerError,
 )
 from airflow_provider_truconnect.client.orders import validate_order
-from airflow_provider_truconnect.client.resources import order_path
+from airflow_provider_truconnect.client.paths import order_path
 from airflow_provider_truconnect.client.responses import error_details, error_for_response
 from airflow_provider_truconnect.client.retry import RetryPolicy
 
@@ -165,7 +165,7 @@ def test_headers_must_be_a_mapping() -> None:
 def test_non_json_bodies_are_config_errors(body: Any, field: str) -> None:
     client = TruConnectClient(config())
     with pytest.raises(TruConnectConfigError) as info:
-        client.prepare("POST", "/v2/orders", None, body, None, None)
+        client.prepare("POST", "/v2/subscriptions/s1/activate", None, body, None, None)
     assert info.value.field == field
     assert info.value.sent is False
 

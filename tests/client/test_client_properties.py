@@ -147,12 +147,18 @@ def test_backoff_stays_within_its_ceiling(attempt: int, base: float, maximum: fl
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=1, max_value=50))
-def test_retry_after_hint_is_capped_and_never_negative(hint: float, attempt: int) -> None:
+def test_retry_after_hint_is_waited_for_only_within_the_cap(hint: float, attempt: int) -> None:
     policy = RetryPolicy()
-    wait = policy.backoff(attempt, TruConnectRateLimitError("x", retry_after=hint))
-    assert 0 <= wait <= max(policy.max_retry_after, policy.backoff_max)
-    if hint == hint and 0 <= hint:
-        assert wait == min(hint, policy.max_retry_after)
+    exc = TruConnectRateLimitError("x", retry_after=hint)
+    wait = policy.backoff(attempt, exc)
+    assert wait >= 0
+    if hint == hint and 0 <= hint <= policy.max_retry_after:
+        assert wait == hint and policy.should_retry(exc, idempotent=True)
+    elif hint == hint and hint > policy.max_retry_after:
+        # Longer than the cap: not retried at all (retrying sooner would hit the limit again).
+        assert not policy.should_retry(exc, idempotent=True)
+    else:
+        assert wait <= policy.backoff_max and policy.should_retry(exc, idempotent=True)
 
 
 # ------------------------------------------------------------------------------------------------ statuses

@@ -25,10 +25,9 @@ from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.operators.truconnect import (
     ORDER_ID_XCOM_KEY,
-    UNCERTAIN_ORDER_KEY,
+    SENDING_ORDER_KEY,
     TruConnectCreateOrderOperator,
     TruConnectOperator,
-    TruConnectOrderUncertainFailError,
     TruConnectResponseCheckError,
     TruConnectXComTooLargeError,
 )
@@ -56,7 +55,7 @@ class TestTruConnectOperator:
         op = TruConnectOperator(task_id="t", endpoint="/v2/products", query={"page_size": 3})
         result = op.execute(make_ctx())
         assert len(result["data"]) == 3
-        assert op.template_fields == ("endpoint", "query", "body", "headers")
+        assert op.template_fields == ("endpoint", "method", "query", "body", "headers")
 
     def test_paginate_collects_every_item(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
         op = TruConnectOperator(
@@ -177,9 +176,21 @@ class TestCreateOrderOnWorker:
         ti = make_ti()
         summary = order_op(order_body()).execute(make_ctx(ti=ti))
         assert summary["status"] == "COMPLETED"
-        assert {"order_id", "iccid", "matching_id", "subscription_id", "lpa", "qr_code_url"} <= set(summary)
+        # Activation codes are secrets: not in the return value (XCom) unless asked for.
+        assert set(summary) == {"order_id", "status", "iccid", "subscription_id"}
         assert ti.xcoms[ORDER_ID_XCOM_KEY] == summary["order_id"]
         assert [o["id"] for o in created_orders(emu)] == [summary["order_id"]]
+
+    def test_activation_codes_are_returned_only_when_asked_and_masked(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, mocker: Any
+    ) -> None:
+        masked: list[str] = []
+        mocker.patch("airflow_provider_truconnect.hooks.truconnect.mask_secret", side_effect=masked.append)
+        summary = order_op(order_body(), include_activation_codes=True).execute(make_ctx())
+        assert {"lpa", "matching_id", "qr_code_url"} <= set(summary)
+        assert summary["lpa"] == f"LPA:1$rsp.truphone.com${summary['matching_id']}"
+        for field in ("lpa", "matching_id", "qr_code_url"):
+            assert summary[field] in masked
 
     def test_json_string_body_is_parsed(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
         summary = order_op(json.dumps(order_body())).execute(make_ctx())
@@ -193,12 +204,15 @@ class TestCreateOrderOnWorker:
     def test_failed_order_raises_with_the_api_messages(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx
     ) -> None:
-        with pytest.raises(TruConnectOrderFailedError) as info:
-            order_op(order_body(email="jane+fail@example.com")).execute(make_ctx())
-        assert info.value.error_type == "ORDER_FAILED"
-        assert info.value.messages == ("Subscriber could not be provisioned",)
+        # FAILED is final for the task: no retries (a retry must not buy a second eSIM by accident).
+        with pytest.raises(AirflowFailException) as info:
+            order_op(order_body(email="jane+fail@example.com"), retries=3).execute(make_ctx())
+        cause = info.value.__cause__
+        assert isinstance(cause, TruConnectOrderFailedError)
+        assert cause.error_type == "ORDER_FAILED"
+        assert cause.messages == ("Subscriber could not be provisioned",)
         assert "Subscriber could not be provisioned" in str(info.value)
-        assert info.value.order_id == created_orders(emu)[0]["id"]
+        assert cause.order_id == created_orders(emu)[0]["id"]
 
     def test_wait_timeout(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
         op = order_op(order_body(email="jane+slow@example.com"), wait_timeout=0.15)
@@ -252,8 +266,9 @@ class TestCreateOrderOnWorker:
     def test_uncertain_order_is_not_repeated(self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
         # The order is created, then the answer is lost: the client must not POST again.
         emu.control.add_fault(route="POST /v2/orders", status=503, after=True, count=1)
-        with pytest.raises(TruConnectOrderUncertainError, match="MAY have been created"):
+        with pytest.raises(AirflowFailException, match="MAY have been created") as info:
             order_op(order_body()).execute(make_ctx())
+        assert isinstance(info.value.__cause__, TruConnectOrderUncertainError)
         assert len(created_orders(emu)) == 1
 
     def test_uncertain_order_fails_without_retries_where_there_is_no_state_store(
@@ -261,12 +276,12 @@ class TestCreateOrderOnWorker:
     ) -> None:
         # Airflow < 3.3: no store to remember the attempt, so the task must not be retried at all.
         emu.control.add_fault(route="POST /v2/orders", status=500, after=True, count=1)
-        with pytest.raises(TruConnectOrderUncertainFailError) as info:
+        with pytest.raises(AirflowFailException) as info:
             order_op(order_body(), retries=3).execute(make_ctx())
-        err = info.value
-        assert isinstance(err, TruConnectOrderUncertainError) and isinstance(err, AirflowFailException)
-        assert err.correlation_id and err.correlation_id in str(err)
-        assert "without retries" in str(err)
+        cause = info.value.__cause__
+        assert isinstance(cause, TruConnectOrderUncertainError)
+        assert cause.correlation_id and cause.correlation_id in str(info.value)
+        assert "without retries" in str(info.value)
         assert len(created_orders(emu)) == 1
 
 
@@ -302,7 +317,7 @@ class RecordingLog:
 
 
 class TestOrderIdPublication:
-    @pytest.mark.af3
+    @pytest.mark.af33
     def test_order_id_is_pushed_only_after_it_is_stored(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, state_store: Any
     ) -> None:
@@ -326,7 +341,7 @@ class TestOrderIdPublication:
         assert "Could not push order id" in warnings[0] and "XCom backend unavailable" in warnings[0]
         assert len(created_orders(emu)) == 1
 
-    @pytest.mark.af3
+    @pytest.mark.af33
     def test_a_retry_after_a_failing_push_reattaches(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
     ) -> None:
@@ -342,7 +357,7 @@ class TestOrderIdPublication:
         assert [o["id"] for o in created_orders(emu)] == [summary["order_id"]]
         assert retry_ti.xcoms[ORDER_ID_XCOM_KEY] == summary["order_id"]
 
-    @pytest.mark.af3
+    @pytest.mark.af33
     def test_an_already_completed_order_is_pushed_on_reattach(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
     ) -> None:
@@ -418,9 +433,11 @@ class TestCreateOrderDeferrable:
             "error_type": "ORDER_FAILED",
             "messages": ["nope"],
         }
-        with pytest.raises(TruConnectOrderFailedError) as info:
+        with pytest.raises(AirflowFailException) as info:
             order_op(order_body()).execute_complete(make_ctx(), event)
-        assert (info.value.order_id, info.value.error_type, info.value.messages) == ("o1", "ORDER_FAILED", ("nope",))
+        cause = info.value.__cause__
+        assert isinstance(cause, TruConnectOrderFailedError)
+        assert (cause.order_id, cause.error_type, cause.messages) == ("o1", "ORDER_FAILED", ("nope",))
 
     def test_execute_complete_timeout(self, order_body: Body, make_ctx: Ctx) -> None:
         event = {"status": "timeout", "message": "Order o1 not finished by the deadline", "order_id": "o1"}
@@ -433,7 +450,7 @@ class TestCreateOrderDeferrable:
             order_op(order_body()).execute_complete(make_ctx(), event)
 
 
-@pytest.mark.af3
+@pytest.mark.af33
 class TestCreateOrderRetrySafetyWithTaskStateStore:
     """Airflow 3.3 ``ResumableJobMixin``: the order id lives in the task state store shared by all tries."""
 
@@ -476,51 +493,139 @@ class TestCreateOrderRetrySafetyWithTaskStateStore:
     ) -> None:
         # The order is created, then the answer is lost (500 after processing).
         emu.control.add_fault(route="POST /v2/orders", status=500, after=True, count=1)
-        with pytest.raises(TruConnectOrderUncertainFailError) as first:
+        with pytest.raises(AirflowFailException) as first:
             order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=1), store=state_store))
-        assert isinstance(first.value, AirflowFailException)
-        correlation_id = first.value.correlation_id
-        assert correlation_id and state_store.data[UNCERTAIN_ORDER_KEY]["correlation_id"] == correlation_id
+        assert isinstance(first.value.__cause__, TruConnectOrderUncertainError)
+        correlation_id = first.value.__cause__.correlation_id
+        record = state_store.data[SENDING_ORDER_KEY]
+        assert correlation_id and record["correlation_id"] == correlation_id and "order_id" not in record
         assert STORE_KEY not in state_store.data
+        # The correlation id recorded is the one the API received.
+        assert emu.control.stats()["requests"][-1]["correlation_id"] == correlation_id
         # A later try (a manual clear) refuses to POST and says what to check.
-        with pytest.raises(TruConnectOrderUncertainFailError, match="Check whether the order exists") as again:
+        with pytest.raises(AirflowFailException, match="Check whether the order exists") as again:
             order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
-        assert again.value.correlation_id == correlation_id and correlation_id in str(again.value)
-        assert UNCERTAIN_ORDER_KEY in str(again.value)
+        assert isinstance(again.value.__cause__, TruConnectOrderUncertainError)
+        assert again.value.__cause__.correlation_id == correlation_id and correlation_id in str(again.value)
+        assert SENDING_ORDER_KEY in str(again.value)
         assert len(created_orders(emu)) == 1
         assert emu.control.stats()["requests_by_route"]["POST /v2/orders"] == {"500": 1}
+
+    def test_sending_record_is_written_before_the_request_leaves(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        seen_at_send: list[Any] = []
+        original = TruConnectHook.create_order
+
+        def create_order(hook: TruConnectHook, body: Any, *, correlation_id: str | None = None) -> Any:
+            seen_at_send.append(dict(state_store.data))
+            return original(hook, body, correlation_id=correlation_id)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(TruConnectHook, "create_order", create_order)
+            summary = order_op(order_body(), wait_for_completion=False).execute(make_ctx(store=state_store))
+        [before] = seen_at_send
+        assert set(before) == {SENDING_ORDER_KEY} and "order_id" not in before[SENDING_ORDER_KEY]
+        cid = before[SENDING_ORDER_KEY]["correlation_id"]
+        # The answer replaced it with the order id; the request carried the recorded correlation id.
+        assert state_store.data[SENDING_ORDER_KEY]["order_id"] == summary["order_id"]
+        assert state_store.data[SENDING_ORDER_KEY]["correlation_id"] == cid
+        posts = [r for r in emu.control.stats()["requests"] if r["route"] == "POST /v2/orders"]
+        assert [r["correlation_id"] for r in posts] == [cid]
+
+    def test_interrupted_try_leaves_a_record_and_the_next_try_refuses(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        # Stands for execution_timeout / SIGTERM arriving while the POST is in flight: a BaseException the operator
+        # does not catch, after the request reached the API.
+        class Interrupted(BaseException):
+            pass
+
+        original = TruConnectHook.create_order
+
+        def create_then_die(hook: TruConnectHook, body: Any, *, correlation_id: str | None = None) -> Any:
+            original(hook, body, correlation_id=correlation_id)
+            raise Interrupted
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(TruConnectHook, "create_order", create_then_die)
+            with pytest.raises(Interrupted):
+                order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=1), store=state_store))
+        assert "order_id" not in state_store.data[SENDING_ORDER_KEY]
+        with pytest.raises(AirflowFailException, match="did not learn whether the order was created"):
+            order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert len(created_orders(emu)) == 1
+
+    def test_interrupted_after_the_answer_reattaches_to_the_order(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        # Killed after the answer was recorded but before the mixin stored the id: the record holds the order id.
+        first = order_op(order_body(), wait_for_completion=False)
+        first.submit_job(make_ctx(store=state_store))
+        assert STORE_KEY not in state_store.data and state_store.data[SENDING_ORDER_KEY]["order_id"]
+        summary = order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert summary["order_id"] == state_store.data[SENDING_ORDER_KEY]["order_id"]
+        assert len(created_orders(emu)) == 1 and summary["status"] == "COMPLETED"
+
+    def test_no_record_no_request(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, state_store: Any
+    ) -> None:
+        def refuse(key: str, value: Any, *, retention: Any = None) -> None:
+            raise ConnectionError("execution API unreachable")
+
+        state_store.set = refuse
+        with pytest.raises(TruConnectError, match="nothing was sent"):
+            order_op(order_body()).execute(make_ctx(store=state_store))
+        assert created_orders(emu) == []
+        assert emu.control.stats()["requests_by_route"].get("POST /v2/orders") is None
+
+    @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+    def test_definite_rejection_clears_the_record_and_a_retry_may_place_it(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any, status: int
+    ) -> None:
+        emu.control.add_fault(route="POST /v2/orders", status=status, count=1)
+        with pytest.raises(TruConnectError) as info:
+            order_op(order_body()).execute(make_ctx(store=state_store))
+        assert not isinstance(info.value, AirflowFailException) and info.value.definite_rejection
+        assert SENDING_ORDER_KEY not in state_store.data
+        summary = order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert [o["id"] for o in created_orders(emu)] == [summary["order_id"]]
 
     def test_answer_without_an_order_id_counts_as_uncertain(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
     ) -> None:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(TruConnectHook, "create_order", lambda self, body: {"status": "ACCEPTED"})
-            with pytest.raises(TruConnectOrderUncertainFailError, match="without an order id"):
+            mp.setattr(TruConnectHook, "create_order", lambda self, body, correlation_id=None: {"status": "ACCEPTED"})
+            with pytest.raises(AirflowFailException, match="without an order id"):
                 order_op(order_body()).execute(make_ctx(store=state_store))
-        assert state_store.data[UNCERTAIN_ORDER_KEY]["correlation_id"] is None
-        with pytest.raises(TruConnectOrderUncertainFailError, match="task and time of that try"):
+        assert state_store.data[SENDING_ORDER_KEY]["correlation_id"]
+        assert "order_id" not in state_store.data[SENDING_ORDER_KEY]
+        with pytest.raises(AirflowFailException, match="did not learn whether the order was created"):
             order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
         assert created_orders(emu) == []
 
-    def test_uncertain_record_does_not_stop_reattaching_to_a_stored_order(
+    def test_stored_order_wins_over_a_leftover_record(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
     ) -> None:
         order_id = order_op(order_body(), wait_for_completion=False).execute(make_ctx(store=state_store))["order_id"]
-        state_store.data[UNCERTAIN_ORDER_KEY] = {"correlation_id": "c-1"}
+        state_store.data[SENDING_ORDER_KEY] = {"correlation_id": "c-1"}
         summary = order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
         assert summary["order_id"] == order_id and len(created_orders(emu)) == 1
 
-    def test_retry_after_a_failed_order_places_a_new_one(
+    def test_a_failed_order_is_final_for_the_task(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
     ) -> None:
         body = order_body(email="jane+fail@example.com")
-        with pytest.raises(TruConnectOrderFailedError):
-            order_op(body).execute(make_ctx(store=state_store))
+        with pytest.raises(AirflowFailException, match="Subscriber could not be provisioned"):
+            order_op(body, retries=2).execute(make_ctx(store=state_store))
         first_id = state_store.data[STORE_KEY]
-        with pytest.raises(TruConnectOrderFailedError):
+        # A retry anyway (e.g. a manual clear) does not buy a second eSIM: it names the failed order and how to
+        # place a new one deliberately.
+        with pytest.raises(AirflowFailException, match=f"Order {first_id} placed by an earlier try FAILED") as again:
             order_op(body).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
-        assert len(created_orders(emu)) == 2
-        assert state_store.data[STORE_KEY] != first_id
+        assert isinstance(again.value.__cause__, TruConnectOrderFailedError)
+        assert "new DAG run" in str(again.value)
+        assert [o["id"] for o in created_orders(emu)] == [first_id]
 
 
 class TestCreateOrderRetryWithoutTaskStateStore:
@@ -544,16 +649,16 @@ class TestCreateOrderRetryWithoutTaskStateStore:
         order_op(order_body(), wait_for_completion=False).execute(make_ctx(ti=make_ti(try_number=2)))
         assert len(created_orders(emu)) == 2
 
-    def test_does_not_reattach_to_a_failed_order(
+    def test_a_failed_order_of_the_previous_try_is_final(
         self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any
     ) -> None:
         ti = make_ti(try_number=1)
-        with pytest.raises(TruConnectOrderFailedError):
+        with pytest.raises(AirflowFailException):
             order_op(order_body(email="jane+fail@example.com")).execute(make_ctx(ti=ti))
         retry = order_op(order_body(), wait_for_completion=False)
-        summary = retry.execute(make_ctx(ti=make_ti(try_number=2, xcoms=ti.xcoms)))
-        assert summary["order_id"] != ti.xcoms[ORDER_ID_XCOM_KEY]
-        assert len(created_orders(emu)) == 2
+        with pytest.raises(AirflowFailException, match="of the previous try FAILED"):
+            retry.execute(make_ctx(ti=make_ti(try_number=2, xcoms=ti.xcoms)))
+        assert len(created_orders(emu)) == 1
 
 
 @pytest.mark.af3
@@ -573,12 +678,14 @@ def test_order_may_come_from_a_task_output() -> None:
     assert info.value.field == "order"
 
 
-def test_uncertain_fail_error_survives_serialisation_and_pickling() -> None:
-    err = TruConnectOrderUncertainFailError("POST /v2/orders failed", status_code=500, correlation_id="c-1")
-    _, args, kwargs = err.serialize()
-    for copy in (TruConnectOrderUncertainFailError(*args, **kwargs), pickle.loads(pickle.dumps(err))):
-        assert isinstance(copy, TruConnectOrderUncertainError) and isinstance(copy, AirflowFailException)
-        assert (copy.status_code, copy.correlation_id, str(copy)) == (500, "c-1", str(err))
+def test_failures_without_retries_survive_pickling_with_their_cause_text() -> None:
+    from airflow_provider_truconnect.order_waiting import fail_without_retries
+
+    cause = TruConnectOrderUncertainError("POST /v2/orders failed", status_code=500, correlation_id="c-1")
+    err = fail_without_retries(cause, "note")
+    copy = pickle.loads(pickle.dumps(err))
+    assert isinstance(copy, AirflowFailException) and str(copy) == str(err)
+    assert "HTTP 500" in str(copy) and "c-1" in str(copy) and str(copy).endswith(". note")
 
 
 @pytest.mark.parametrize("conn_id", ["", "  ", None, 42])

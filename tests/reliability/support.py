@@ -23,7 +23,7 @@ from airflow.providers.common.compat.sdk import Connection
 
 from airflow_provider_truconnect.client import AsyncTruConnectClient, RetryPolicy, TokenCache
 from airflow_provider_truconnect.client.orders import validate_order
-from airflow_provider_truconnect.client.resources import ORDERS
+from airflow_provider_truconnect.client.paths import ORDERS
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from tests.conftest import FakeClock

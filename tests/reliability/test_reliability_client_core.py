@@ -19,7 +19,7 @@ from airflow_provider_truconnect.client import (
     TruConnectConnectionError,
     TruConnectServerError,
 )
-from airflow_provider_truconnect.client.resources import ORDERS
+from airflow_provider_truconnect.client.paths import ORDERS
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from tests.conftest import FakeClock
 from tests.reliability.support import Harness, activation_order

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from airflow_provider_truconnect.client import (
+    TruConnectAuthError,
     TruConnectConnectionError,
     TruConnectOrderUncertainError,
     TruConnectServerError,
@@ -63,21 +64,21 @@ def test_uncertain_outcome_is_never_retried(harness: Harness, name: str, fault: 
 
 
 @pytest.mark.parametrize("retry_after", [None, 2], ids=["no-retry-after", "retry-after-2"])
-def test_429_is_retried_and_creates_exactly_one_order(harness: Harness, retry_after: int | None) -> None:
+def test_429_on_an_order_is_uncertain_and_not_repeated(harness: Harness, retry_after: int | None) -> None:
+    # A 429 is no definite rejection: a gateway may answer it after the API acted. Only provably unsent requests are
+    # repeated, so the order is never sent twice, whatever the Retry-After.
     harness.emu.control.add_fault(ORDER_ROUTE, status=429, count=2, retry_after=retry_after)
-    created = harness.create_order(activation_order(harness.emu))
-    orders = harness.emu.control.orders()
-    assert [o["id"] for o in orders] == [created["id"]]
-    assert harness.route_counts(ORDER_ROUTE) == {"429": 2, "201": 1}
-    assert sum(harness.waits) <= harness.policy.max_total_wait
-    if retry_after:
-        assert harness.waits == [2.0, 2.0]
+    with pytest.raises(TruConnectOrderUncertainError) as info:
+        harness.create_order(activation_order(harness.emu))
+    assert info.value.status_code == 429
+    assert info.value.retry_after == (float(retry_after) if retry_after else None)
+    assert harness.route_counts(ORDER_ROUTE) == {"429": 1}
+    assert harness.emu.control.orders() == [] and harness.waits == []
     report(
-        f"order: 429 x2 ({'Retry-After 2' if retry_after else 'no Retry-After'}) [{harness.mode}]",
-        outcome="success",
-        order_posts=3,
-        orders_created=1,
-        simulated_wait_s=round(sum(harness.waits), 2),
+        f"order: 429 ({'Retry-After 2' if retry_after else 'no Retry-After'}) [{harness.mode}]",
+        outcome="uncertain, not repeated",
+        order_posts=1,
+        orders_created=0,
     )
 
 
@@ -165,9 +166,16 @@ def test_token_endpoint_down_for_good_during_order(harness: Harness) -> None:
     assert sum(harness.waits) <= harness.policy.max_total_wait
 
 
-def test_revoked_token_on_order_reauthenticates_once(harness: Harness) -> None:
+def test_revoked_token_on_order_is_a_rejection_not_sent_again(harness: Harness) -> None:
     harness.call("GET", "/v2/products", params={"page_size": 1})
     harness.emu.control.revoke()
+    with pytest.raises(TruConnectAuthError) as info:
+        harness.create_order(activation_order(harness.emu))
+    assert info.value.status_code == 401 and info.value.definite_rejection
+    assert not isinstance(info.value, TruConnectOrderUncertainError)
+    assert harness.route_counts(ORDER_ROUTE) == {"401": 1}
+    assert harness.emu.control.orders() == []
+    # The rejected token was dropped: the next order (e.g. the task's retry) gets a new one and goes through.
     created = harness.create_order(activation_order(harness.emu))
     assert [o["id"] for o in harness.emu.control.orders()] == [created["id"]]
     assert harness.route_counts(ORDER_ROUTE) == {"401": 1, "201": 1}

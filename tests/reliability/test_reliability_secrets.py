@@ -129,9 +129,9 @@ def _config(**kwargs: Any) -> ClientConfig:
 
 def test_tls_verification_is_on_by_default() -> None:
     config = _config()
-    assert config.verify_ssl is True
+    assert config.verify_ssl is None and config.trust.verify
     with TruConnectClient(config, token_cache=TokenCache()) as client:
-        assert client.session.verify is True
+        assert client.session.verify == config.trust.requests_verify and isinstance(client.session.verify, str)
 
     async def check() -> None:
         client = AsyncTruConnectClient(config, token_cache=TokenCache())

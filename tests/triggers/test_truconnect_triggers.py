@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -128,6 +129,15 @@ def test_order_failure_reads_the_error_without_mutating_the_order() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- order trigger
+def activation_codes_of(emu: RunningEmulator, order_id: str) -> list[str]:
+    from airflow_provider_truconnect.client.models import activation_codes
+
+    with TruConnectHook() as hook:
+        codes = activation_codes(hook.get_order(order_id))
+    assert codes
+    return codes
+
+
 async def test_order_trigger_success(emu: RunningEmulator, order_body: Callable[..., dict[str, Any]]) -> None:
     order_id = place(emu, order_body())
     event = await first_event(order_trigger(order_id, poll_interval=0.05, end_time=time.time() + 30))
@@ -135,7 +145,11 @@ async def test_order_trigger_success(emu: RunningEmulator, order_body: Callable[
     assert event["order_id"] == order_id
     summary = event["summary"]
     assert summary["status"] == "COMPLETED"
-    assert summary["iccid"] and summary["matching_id"] and summary["lpa"].startswith("LPA:1$")
+    assert summary["iccid"] and summary["subscription_id"]
+    # Events are stored in the metadata database: never an activation code in them.
+    order = emu.control.orders()[0]
+    assert not set(activation_codes_of(emu, order_id)) & set(json.dumps(event).split('"'))
+    assert set(summary) == {"order_id", "status", "iccid", "subscription_id"} and order["id"] == order_id
     assert set(event) == {"status", "message", "order_id", "summary"}
 
 
@@ -229,16 +243,18 @@ async def test_200_order_triggers_share_one_token(
     assert stats["requests_by_route"][ORDER_ROUTE]["200"] >= 200
 
 
-async def test_cleanup_closes_the_client(emu: RunningEmulator, order_body: Callable[..., dict[str, Any]]) -> None:
+async def test_cleanup_releases_the_client(emu: RunningEmulator, order_body: Callable[..., dict[str, Any]]) -> None:
     trigger = order_trigger(place(emu, order_body()), poll_interval=0.05, end_time=time.time() + 30)
     client = await trigger._get_client()
     await trigger.cleanup()
-    assert client.http.is_closed
+    assert not client.http.is_closed  # the event loop's shared pool: closed when the loop ends
     assert trigger._client is None
     await trigger.cleanup()  # idempotent
 
 
-async def test_cancelled_run_closes_the_client(emu: RunningEmulator, order_body: Callable[..., dict[str, Any]]) -> None:
+async def test_cancelled_run_releases_the_client(
+    emu: RunningEmulator, order_body: Callable[..., dict[str, Any]]
+) -> None:
     trigger = order_trigger(
         place(emu, order_body(email="jane+slow@example.com")), poll_interval=0.05, end_time=time.time() + 30
     )
@@ -249,7 +265,7 @@ async def test_cancelled_run_closes_the_client(emu: RunningEmulator, order_body:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert client.http.is_closed
+    assert trigger._client is None and not client.http.is_closed
 
 
 # --------------------------------------------------------------------------------------------- sensor trigger
