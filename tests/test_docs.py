@@ -305,3 +305,22 @@ def test_the_api_notes_are_cited_inside_the_repository() -> None:
                 if prefix not in ("", "docs/"):
                     outside.append(f"{path.relative_to(REPO_ROOT)}:{lineno}: {match.group(0)}")
     assert not outside, "citations of the API notes outside the repository:\n" + "\n".join(outside)
+
+
+def test_documented_connection_extras_are_the_known_extras() -> None:
+    """The extras table of the connection page lists exactly the extras the client reads and the form shows."""
+    from airflow_provider_truconnect.client.config import KNOWN_EXTRAS
+    from airflow_provider_truconnect.get_provider_info import CONN_FIELDS
+
+    lines = (DOCS / "connection.md").read_text(encoding="utf-8").splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("|") and _cells(line)[0] == "extra"]
+    assert len(headers) == 1, "connection.md: expected one table whose first column is 'extra'"
+    documented = []
+    for line in lines[headers[0] + 2 :]:
+        if not line.startswith("|"):
+            break
+        documented.append(_unquote(_cells(line)[0]))
+    assert sorted(documented) == sorted(KNOWN_EXTRAS), f"connection.md documents {documented}; known: {KNOWN_EXTRAS}"
+    assert sorted(documented) == sorted(CONN_FIELDS), (
+        f"connection.md documents {documented}; form: {sorted(CONN_FIELDS)}"
+    )
