@@ -7,10 +7,12 @@ import logging
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 #: Emulator settings shared by every benchmark: no rate limit (we measure the client, not the throttle).
@@ -104,6 +106,28 @@ def emulator(**overrides: Any) -> Iterator[Any]:
 
 
 @contextmanager
+def tls_emulator(**overrides: Any) -> Iterator[tuple[Any, str]]:
+    """Like :func:`emulator`, serving HTTPS with a certificate of a throw-away private CA made for this run.
+
+    :return: the running emulator and the path of the CA certificate that verifies it; both are gone on exit.
+    """
+    from airflow_provider_truconnect.emulator.server import run_emulator
+    from airflow_provider_truconnect.emulator.tls import write_tls_files
+
+    config = {**BASE_EMULATOR_CONFIG, **overrides}
+    with tempfile.TemporaryDirectory(prefix="truconnect-bench-tls-") as directory:
+        files = write_tls_files(Path(directory))
+        started = time.perf_counter()
+        with run_emulator(
+            mode="subprocess", ssl_certfile=files.server_cert, ssl_keyfile=files.server_key, **config
+        ) as emu:
+            progress(
+                f"TLS emulator up at {emu.url} in {time.perf_counter() - started:.1f} s ({overrides or 'defaults'})"
+            )
+            yield emu, str(files.ca_cert)
+
+
+@contextmanager
 def env_vars(**values: str) -> Iterator[None]:
     """Set environment variables (``AIRFLOW_CONN_*``) for the duration of a benchmark."""
     old = {name: os.environ.get(name) for name in values}
@@ -122,14 +146,21 @@ def conn_env_name(conn_id: str) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
 
 
-def truconnect_hook(emu: Any, conn_id: str = "truconnect_bench", **kwargs: Any) -> Any:
+def truconnect_hook(
+    emu: Any, conn_id: str = "truconnect_bench", *, verify_ssl: str | None = None, **kwargs: Any
+) -> Any:
     """A :class:`TruConnectHook` whose connection comes from an ``AIRFLOW_CONN_*`` variable (as users configure it).
 
     The caller must keep the variable set (see :func:`env_vars`) until the hook has looked its connection up.
+
+    :param verify_ssl: a CA file for the connection's ``verify_ssl`` extra (an emulator serving TLS).
     """
     from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 
-    os.environ[conn_env_name(conn_id)] = emu.connection_json()
+    conn = emu.connection_dict()
+    if verify_ssl is not None:
+        conn["extra"] = {**conn.get("extra", {}), "verify_ssl": verify_ssl}
+    os.environ[conn_env_name(conn_id)] = json.dumps(conn)
     return TruConnectHook(conn_id, **kwargs)
 
 
