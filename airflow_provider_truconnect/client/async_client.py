@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from airflow_provider_truconnect.client.async_pool import request_slot
 from airflow_provider_truconnect.client.auth import GrantRequest, Token, TokenCache
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.core import RawResponse, _authorised, _ClientCore, describe
@@ -24,6 +25,7 @@ from airflow_provider_truconnect.client.errors import (
 from airflow_provider_truconnect.client.paths import order_path
 from airflow_provider_truconnect.client.responses import expect_object
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.tls import TlsTrust, caused_by, tls_error
 
 
 def new_http_client(config: ClientConfig) -> httpx.AsyncClient:
@@ -97,15 +99,18 @@ class AsyncTruConnectClient(_ClientCore):
         started = time.perf_counter()
         self.requests_sent += 1
         try:
-            if isinstance(data, dict):
-                resp = await self.http.request(method, url, params=params, data=data, headers=dict(headers), auth=auth)
-            else:
-                resp = await self.http.request(
-                    method, url, params=params, content=data, headers=dict(headers), auth=auth
-                )
+            async with request_slot(self.http):
+                if isinstance(data, dict):
+                    resp = await self.http.request(
+                        method, url, params=params, data=data, headers=dict(headers), auth=auth
+                    )
+                else:
+                    resp = await self.http.request(
+                        method, url, params=params, content=data, headers=dict(headers), auth=auth
+                    )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             self.log_response(method, url, type(exc).__name__, started, cid)
-            raise _httpx_error(exc, describe(method, url), cid) from None
+            raise _httpx_error(exc, describe(method, url), cid, self.config.trust) from None
         self.log_response(method, url, resp.status_code, started, cid)
         return RawResponse(resp.status_code, resp.headers, resp.content)
 
@@ -180,29 +185,15 @@ class AsyncTruConnectClient(_ClientCore):
         return expect_object(await self.request("GET", path), f"GET {path}")
 
 
-def _tls_failure(exc: BaseException) -> bool:
-    """Whether an ``ssl.SSLError`` (e.g. a failed certificate verification) is in the exception's cause chain."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _httpx_error(exc: Exception, what: str, correlation_id: str) -> TruConnectError:
+def _httpx_error(exc: Exception, what: str, correlation_id: str, trust: TlsTrust) -> TruConnectError:
     """Map an httpx exception like the sync client maps requests': local mistakes and TLS failures are not retried,
     ``sent=False`` only when the request provably never reached the server."""
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
         return TruConnectConfigError("url", f"{what}: the URL cannot be requested ({type(exc).__name__})")
     if isinstance(exc, httpx.LocalProtocolError):
         return TruConnectConfigError("headers", f"{what}: the request cannot be sent as built ({type(exc).__name__})")
-    if _tls_failure(exc):
-        return TruConnectConnectionError(
-            f"{what}: TLS error ({type(exc).__name__})", correlation_id=correlation_id, retryable=False
-        )
+    if caused_by(exc, ssl.SSLError):
+        return tls_error(exc, what, trust, correlation_id)
     if isinstance(exc, httpx.ConnectTimeout):
         return TruConnectConnectionError(f"{what}: connect timeout", sent=False, correlation_id=correlation_id)
     if isinstance(exc, httpx.ConnectError):

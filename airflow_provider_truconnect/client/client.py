@@ -32,6 +32,7 @@ from airflow_provider_truconnect.client.errors import (
 from airflow_provider_truconnect.client.pagination import join_link, next_link, page_items
 from airflow_provider_truconnect.client.resources import ConnectV2Resources
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.tls import TlsTrust, caused_by, tls_error
 
 if TYPE_CHECKING:
     import requests
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("airflow_provider_truconnect.client")
 
 
-def _requests_error(exc: requests.RequestException, what: str, correlation_id: str | None) -> TruConnectError:
+def _requests_error(
+    exc: requests.RequestException, what: str, correlation_id: str | None, trust: TlsTrust
+) -> TruConnectError:
     """Map a requests exception; ``sent=False`` only when the request provably never reached the server."""
     import requests
 
@@ -47,9 +50,7 @@ def _requests_error(exc: requests.RequestException, what: str, correlation_id: s
     if build_error is not None:
         return build_error
     if isinstance(exc, requests.exceptions.SSLError):
-        return TruConnectConnectionError(
-            f"{what}: TLS error ({type(exc).__name__})", correlation_id=correlation_id, retryable=False
-        )
+        return tls_error(exc, what, trust, correlation_id)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return TruConnectConnectionError(f"{what}: connect timeout", sent=False, correlation_id=correlation_id)
     if isinstance(exc, requests.exceptions.ReadTimeout):
@@ -83,23 +84,10 @@ def _requests_exception() -> type[requests.RequestException]:
 
 
 def _is_refused(exc: BaseException) -> bool:
+    """Connection refused, or the host name did not resolve: no byte of the request left."""
     import urllib3.exceptions
 
-    seen: BaseException | None = exc
-    depth = 0
-    while seen is not None and depth < 8:
-        if isinstance(seen, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
-            return True
-        if isinstance(seen, urllib3.exceptions.MaxRetryError) and seen.reason is not None:
-            seen = seen.reason
-        else:
-            seen = (
-                seen.__cause__
-                or seen.__context__
-                or (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
-            )
-        depth += 1
-    return False
+    return caused_by(exc, urllib3.exceptions.NewConnectionError, ConnectionRefusedError)
 
 
 def _unchanged(request: Any) -> Any:
@@ -195,7 +183,7 @@ class TruConnectClient(_ClientCore, ConnectV2Resources):
             content = resp.content
         except _requests_exception() as exc:
             self.log_response(method, url, type(exc).__name__, started, cid or "-")
-            raise _requests_error(exc, describe(method, url), cid) from None
+            raise _requests_error(exc, describe(method, url), cid, self.config.trust) from None
         self.log_response(method, url, resp.status_code, started, cid or "-")
         return RawResponse(resp.status_code, resp.headers, content)
 

@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from airflow_provider_truconnect.client.errors import TruConnectConfigError
+from airflow_provider_truconnect.client.errors import TruConnectConfigError, TruConnectConnectionError
 
 #: Environment variables naming CA certificates, honoured in this order when the connection is silent.
 TRUST_ENV_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
@@ -122,3 +122,44 @@ def resolve_trust(verify_ssl: bool | str | None, environ: Mapping[str, str] | No
         if value.strip():
             return _ca_location(f"environment variable {name}", value)
     return TlsTrust(True)
+
+
+def caused_by(exc: BaseException, *types: type[BaseException]) -> bool:
+    """Whether ``exc`` or anything in its cause chain (``__cause__``, ``__context__``, a wrapped first argument, a
+    urllib3 ``reason``) is one of ``types``; transports wrap the interesting error several levels deep.
+
+    :param exc: the exception a transport raised.
+    :param types: the exception classes to look for.
+    """
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, types):
+            return True
+        reason = getattr(seen, "reason", None)
+        first = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = (reason if isinstance(reason, BaseException) else None) or seen.__cause__ or seen.__context__ or first
+    return False
+
+
+def tls_error(exc: BaseException, what: str, trust: TlsTrust, correlation_id: str | None) -> TruConnectConnectionError:
+    """The error for a failed TLS exchange, never retried.
+
+    A certificate refused during the handshake proves the request never left (``sent=False``); any other TLS failure
+    may have happened after it was sent.
+
+    :param exc: the transport's exception, an ``ssl.SSLError`` somewhere in its chain.
+    :param what: ``METHOD /path`` of the request.
+    :param trust: the trust the certificate was checked against, named in the message.
+    :param correlation_id: the request's correlation id.
+    """
+    refused = caused_by(exc, ssl.SSLCertVerificationError)
+    problem = "the server's certificate is not trusted" if refused else f"TLS failed ({type(exc).__name__})"
+    return TruConnectConnectionError(
+        f"{what}: {problem} (trust from {trust.source}; set the connection's verify_ssl to a CA bundle path to "
+        "trust a private CA)",
+        correlation_id=correlation_id,
+        retryable=False,
+        sent=not refused,
+    )
