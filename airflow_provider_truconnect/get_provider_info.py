@@ -71,6 +71,13 @@ CONN_FIELDS: dict[str, Any] = {
         "credentials and tokens would travel unencrypted.",
         "schema": {"type": ["boolean", "null"], "default": False},
     },
+    "oauth_cache": {
+        "label": "Token cache",
+        "description": "process (default): each task process obtains its own OAuth2 token. host: the task processes of "
+        "one user on one machine share it through an encrypted file in ~/.cache (one token request instead of one "
+        "per task). Saves nothing where every task runs on its own host, e.g. Kubernetes pods.",
+        "schema": {"type": ["string", "null"], "enum": ["process", "host"], "default": "process"},
+    },
 }
 
 

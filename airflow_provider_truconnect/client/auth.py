@@ -6,22 +6,31 @@ valid, falls back to ``client_credentials`` when the refresh is refused or none 
 caller per cache key and process talk to the token endpoint at a time (single flight): threads, the tasks of one event
 loop and the tasks of different event loops all take the same per-key lock. When that renewal fails, the callers
 already waiting for it get its failure rather than repeating it.
+
+With the connection extra ``oauth_cache=host`` the processes of one user on one host share the token as well, through
+an encrypted file and a file lock (:mod:`airflow_provider_truconnect.client.host_cache`): the in-process cache is
+consulted first, the file on a miss, and a renewal holds the per-key lock, then the file lock (always in that order).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
+import hashlib
 import logging
 import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.errors import TruConnectAuthError, TruConnectError, TruConnectServerError
+
+if TYPE_CHECKING:
+    from airflow_provider_truconnect.client.host_cache import HostTokenStore, SharedEntry
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,8 @@ DEFAULT_EXPIRES_IN = 60.0
 
 CacheKey = tuple[str, str, str, str]
 Clock = Callable[[], float]
+#: Rejected access tokens remembered per key (as digests), so that one found in the host cache file is not adopted.
+_REJECTED_KEPT = 16
 
 
 def renew_skew(lifetime: float) -> float:
@@ -233,13 +244,25 @@ class TokenCache:
 
     A child process forked while another thread held one of the locks would wait for it forever; the locks are
     replaced in the child (the tokens stay: they are still valid there).
+
+    :param host_store: where configurations with ``oauth_cache=host`` share their tokens with the other processes of
+        this host (default: the store of the user's cache directory, see
+        :func:`~airflow_provider_truconnect.client.host_cache.default_directory`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host_store: HostTokenStore | None = None) -> None:
         self._tokens: dict[CacheKey, Token] = {}
         self._failures: dict[CacheKey, tuple[int, TruConnectError]] = {}
+        self._rejected: dict[CacheKey, collections.deque[bytes]] = {}
+        self._host_store = host_store
         self._new_locks()
         _CACHES.add(self)
+
+    def host_store(self) -> HostTokenStore:
+        """The store shared with the other processes of this host, for configurations with ``oauth_cache=host``."""
+        from airflow_provider_truconnect.client.host_cache import store_for
+
+        return self._host_store if self._host_store is not None else store_for()
 
     def _new_locks(self) -> None:
         self._guard = threading.Lock()
@@ -264,9 +287,13 @@ class TokenCache:
     def invalidate(self, key: CacheKey, access_token: str | None = None) -> None:
         """Forget the token of ``key``; with ``access_token``, only if it is still that token.
 
-        Keeping the refresh token lets the next renewal use the cheaper grant when it is still valid.
+        Keeping the refresh token lets the next renewal use the cheaper grant when it is still valid. A given
+        ``access_token`` is also remembered as rejected, so that it is not taken back from the host cache file.
         """
         with self._guard:
+            if access_token is not None:
+                rejected = self._rejected.setdefault(key, collections.deque(maxlen=_REJECTED_KEPT))
+                rejected.append(_digest(access_token))
             current = self._tokens.get(key)
             if current is None or (access_token is not None and current.access_token != access_token):
                 return
@@ -284,6 +311,13 @@ class TokenCache:
         """Forget every token (tests, credential rotation)."""
         with self._guard:
             self._tokens.clear()
+            self._rejected.clear()
+
+    def was_rejected(self, key: CacheKey, access_token: str) -> bool:
+        """Whether the API answered 401 to ``access_token`` in this process (see :meth:`invalidate`)."""
+        digest = _digest(access_token)
+        with self._guard:
+            return digest in self._rejected.get(key, ())
 
     def failure_mark(self, key: CacheKey) -> int:
         """The number of renewal failures of ``key`` so far; take it before waiting for a renewal."""
@@ -316,6 +350,10 @@ class TokenCache:
             return locks.setdefault(key, asyncio.Lock())
 
 
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
 os.register_at_fork(after_in_child=_reset_caches_after_fork)
 
 #: The default cache: one per process, shared by every hook, client and trigger of the process.
@@ -325,9 +363,14 @@ DEFAULT_TOKEN_CACHE = TokenCache()
 class TokenManager:
     """Hands out valid tokens for one configuration, renewing them through a fetcher.
 
+    With ``config.oauth_cache == "host"`` a token missing from the process cache is looked up in the host cache file
+    first, and a renewal is made by one process of the host for all of them; tokens read from the file go through
+    ``on_new_token`` too, the first time this process sees them.
+
     :param config: the client configuration.
     :param cache: the token cache (default: the process-wide one).
-    :param clock: returns the current time in seconds; injectable for tests.
+    :param clock: returns the current time in seconds; injectable for tests (with the host cache, every process must
+        use the same clock: the wall clock, the default of the clients).
     :param on_new_token: called with every new access and refresh token value (e.g. Airflow's ``mask_secret``).
     """
 
@@ -344,14 +387,11 @@ class TokenManager:
         self.clock = clock
         self.on_new_token = on_new_token
         self.key: CacheKey = config.cache_key
+        self.host: HostTokenStore | None = self.cache.host_store() if config.oauth_cache == "host" else None
 
     def _usable(self) -> Token | None:
         token = self.cache.get(self.key)
         return token if token is not None and token.is_fresh(self.clock()) else None
-
-    def _renewal_source(self) -> Token | None:
-        token = self.cache.get(self.key)
-        return token if token is not None and token.can_refresh(self.clock()) else None
 
     def _store(self, token: Token) -> Token:
         for value in (token.access_token, token.refresh_token):
@@ -360,8 +400,19 @@ class TokenManager:
         self.cache.put(self.key, token)
         return token
 
+    async def _astore(self, token: Token, on_new_token: Callable[[str], Awaitable[None]]) -> Token:
+        for value in (token.access_token, token.refresh_token):
+            if value:
+                await on_new_token(value)
+        self.cache.put(self.key, token)
+        return token
+
     def invalidate(self, token: Token) -> None:
-        """Mark ``token`` as rejected (the API answered 401 with it), unless it was already replaced."""
+        """Mark ``token`` as rejected (the API answered 401 with it), unless it was already replaced.
+
+        With the host cache, the file is left alone here (no file work on an event loop): the renewal that follows
+        holds the file lock and replaces the file's token only if it is still this one.
+        """
         self.cache.invalidate(self.key, token.access_token)
 
     def get_token(self, fetch: TokenFetcher) -> Token:
@@ -381,11 +432,12 @@ class TokenManager:
                 return token
             self._raise_shared_failure(mark)
             try:
-                token = self._renew_sync(fetch)
+                if self.host is not None and self.host.usable():
+                    return self._renew_shared(self.host, fetch)
+                return self._store(self._renew_sync(fetch, self._source(None)))
             except TruConnectError as exc:
                 self.cache.record_failure(self.key, exc)
                 raise
-            return self._store(token)
 
     def _raise_shared_failure(self, mark: int) -> None:
         failure = self.cache.failure_since(self.key, mark)
@@ -393,8 +445,60 @@ class TokenManager:
             log.debug("Token renewal failed while this caller waited for it; sharing that failure")
             raise failure
 
-    def _renew_sync(self, fetch: TokenFetcher) -> Token:
-        source = self._renewal_source()
+    def _adoptable(self, entry: SharedEntry | None) -> Token | None:
+        """The host cache's token, if it is fresh and this process has not seen the API reject it."""
+        token = entry.token if entry is not None else None
+        if token is None or not token.is_fresh(self.clock()) or self.cache.was_rejected(self.key, token.access_token):
+            return None
+        return token
+
+    def _source(self, entry: SharedEntry | None) -> Token | None:
+        """The token whose refresh token renews best: the newest of the file's and the process's that can refresh."""
+        now = self.clock()
+        candidates = [t for t in (entry.token if entry else None, self.cache.get(self.key)) if t and t.can_refresh(now)]
+        return max(candidates, key=lambda t: t.obtained_at, default=None)
+
+    def _replace_rejected(self, entry: SharedEntry | None) -> SharedEntry:
+        """The file's entry with its token marked expired if this process saw the API reject it (under the file lock,
+        so the file still holds that token: a compare-and-swap). Its refresh token stays usable."""
+        from airflow_provider_truconnect.client.host_cache import SharedEntry
+
+        if entry is None:
+            return SharedEntry()
+        token = entry.token
+        if token is not None and self.cache.was_rejected(self.key, token.access_token):
+            return replace(entry, token=replace(token, expires_at=float("-inf")))
+        return entry
+
+    def _renew_shared(self, host: HostTokenStore, fetch: TokenFetcher) -> Token:
+        # The file is replaced by an atomic rename, so reading it without the lock sees a whole file.
+        entry = host.read(self.config)
+        token = self._adoptable(entry)
+        if token is not None:
+            return self._store(token)
+        mark = entry.failures if entry is not None else 0
+        lock = host.lock(self.config)
+        try:
+            if lock.acquire():
+                entry = host.read(self.config)
+                token = self._adoptable(entry)
+                if token is not None:
+                    return self._store(token)
+                if entry is not None and entry.failures > mark:
+                    log.debug("Token renewal failed in another process while this one waited; sharing that failure")
+                    raise entry.failure_error()
+            entry = self._replace_rejected(entry)
+            try:
+                token = self._renew_sync(fetch, self._source(entry))
+            except TruConnectError as exc:
+                host.write(self.config, entry.failed(exc))
+                raise
+            host.write(self.config, replace(entry, token=token))
+            return self._store(token)
+        finally:
+            lock.release()
+
+    def _renew_sync(self, fetch: TokenFetcher, source: Token | None) -> Token:
         if source is not None:
             try:
                 return fetch(build_grant(self.config, source), source)
@@ -403,7 +507,7 @@ class TokenManager:
         return fetch(build_grant(self.config, None), None)
 
     async def aget_token(self, fetch: AsyncTokenFetcher, on_new_token: Callable[[str], Awaitable[None]]) -> Token:
-        """Async twin of :meth:`get_token`.
+        """Async twin of :meth:`get_token`; file work (host cache) runs in worker threads, and the file lock is polled.
 
         :param fetch: sends a grant request asynchronously.
         :param on_new_token: awaited with every new token value (e.g. Airflow's ``amask_secret``).
@@ -422,20 +526,47 @@ class TokenManager:
                     return token
                 self._raise_shared_failure(mark)
                 try:
-                    token = await self._renew_async(fetch)
+                    if self.host is not None and await self.host.ausable():
+                        return await self._arenew_shared(self.host, fetch, on_new_token)
+                    return await self._astore(await self._renew_async(fetch, self._source(None)), on_new_token)
                 except TruConnectError as exc:
                     self.cache.record_failure(self.key, exc)
                     raise
-                for value in (token.access_token, token.refresh_token):
-                    if value:
-                        await on_new_token(value)
-                self.cache.put(self.key, token)
-                return token
             finally:
                 key_lock.release()
 
-    async def _renew_async(self, fetch: AsyncTokenFetcher) -> Token:
-        source = self._renewal_source()
+    async def _arenew_shared(
+        self, host: HostTokenStore, fetch: AsyncTokenFetcher, on_new_token: Callable[[str], Awaitable[None]]
+    ) -> Token:
+        from airflow_provider_truconnect.client.host_cache import in_thread
+
+        entry = await in_thread(host.read, self.config)
+        token = self._adoptable(entry)
+        if token is not None:
+            return await self._astore(token, on_new_token)
+        mark = entry.failures if entry is not None else 0
+        lock = host.lock(self.config)
+        try:
+            if await lock.aacquire():
+                entry = await in_thread(host.read, self.config)
+                token = self._adoptable(entry)
+                if token is not None:
+                    return await self._astore(token, on_new_token)
+                if entry is not None and entry.failures > mark:
+                    log.debug("Token renewal failed in another process while this one waited; sharing that failure")
+                    raise entry.failure_error()
+            entry = self._replace_rejected(entry)
+            try:
+                token = await self._renew_async(fetch, self._source(entry))
+            except TruConnectError as exc:
+                await in_thread(host.write, self.config, entry.failed(exc))
+                raise
+            await in_thread(host.write, self.config, replace(entry, token=token))
+            return await self._astore(token, on_new_token)
+        finally:
+            lock.release()
+
+    async def _renew_async(self, fetch: AsyncTokenFetcher, source: Token | None) -> Token:
         if source is not None:
             try:
                 return await fetch(build_grant(self.config, source), source)

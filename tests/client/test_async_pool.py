@@ -97,3 +97,30 @@ async def test_a_client_on_the_shared_pool_does_not_close_it(truconnect_emulator
             assert (await client.request("GET", "/v2/products"))["data"]
         assert not pool.is_closed
     assert sum(emu.control.stats()["token_grants_total"].values()) == 1
+
+
+async def test_no_more_requests_enter_the_pool_than_it_has_connections(truconnect_emulator: RunningEmulator) -> None:
+    emu = truconnect_emulator
+    emu.control.set_config(rate_limit_per_minute=None)
+    cfg = ClientConfig.from_connection_fields(
+        host=emu.api_base, login=emu.client_id, password=emu.client_secret, extra={"oauth_url": emu.oauth_url}
+    )
+    pool = shared_http_client(cfg)
+    httpcore_pool = pool._transport._pool  # type: ignore[attr-defined]
+    assert async_pool.MAX_IN_FLIGHT == httpcore_pool._max_connections
+    client = AsyncTruConnectClient(cfg, http_client=pool, token_cache=TokenCache())
+    await client.token()
+    queued: list[int] = []
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        while not done.is_set():
+            queued.append(len(httpcore_pool._requests))
+            await asyncio.sleep(0)
+
+    sampler = asyncio.ensure_future(sample())
+    results = await asyncio.gather(*(client.request("GET", "/v2/products") for _ in range(200)))
+    done.set()
+    await sampler
+    assert all(r["data"] for r in results)
+    assert 0 < max(queued) <= async_pool.MAX_IN_FLIGHT  # the other requests waited outside httpx's pool
