@@ -8,8 +8,9 @@ What it does, with nothing but the repository's virtual environment:
 3. in **one** child Python process: migrates the database, then runs each example DAG once with ``dag.test()``
    (deferred tasks run their trigger in-process). One process means Airflow is imported once, which is most of the
    cost of ``airflow dags test``;
-4. prints each DAG's result, the report's first rows (copied to ``demo-output/``), the eSIM's LPA string and QR URL,
-   the top-ups placed, and how many OAuth2 tokens were requested for how many API calls.
+4. prints each DAG's result, the report's first rows (copied to ``demo-output/``), the start of the eSIM's LPA string
+   and QR URL (secrets, never printed whole), the top-ups placed, and how many OAuth2 tokens were requested for how
+   many API calls.
 
 Everything it starts is stopped on exit, Ctrl-C included. The exit status is non-zero when any run failed.
 Airflow's own log output goes to ``demo-output/airflow-demo.log``.
@@ -155,6 +156,19 @@ def _collect(dag_id: str, run_id: str) -> dict[str, Any]:
     return {"task_states": states, "returns": values}
 
 
+def dag_bag(dag_folder: str | Path) -> Any:
+    """Parse a DAGs folder (or one file) with Airflow's ``DagBag``, wherever this Airflow version keeps it.
+
+    :param dag_folder: the folder or file to parse.
+    :return: the filled ``DagBag``.
+    """
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag
+    return DagBag(dag_folder=str(dag_folder))
+
+
 def child_main(results_path: Path, runs: Sequence[tuple[str, dict[str, Any]]] = DEMO_RUNS) -> int:
     """Migrate the database and run each DAG with ``dag.test()``; write ``{dag_id: result}`` as JSON.
 
@@ -175,10 +189,8 @@ def child_main(results_path: Path, runs: Sequence[tuple[str, dict[str, Any]]] = 
     db.upgradedb()  # what `airflow db migrate` runs, without a second interpreter start
     results["_timings"] = {"migrate_s": round(time.monotonic() - t0, 1)}
 
-    from airflow.dag_processing.dagbag import DagBag
-
     t1 = time.monotonic()
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    bag = dag_bag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     results["_timings"]["parse_s"] = round(time.monotonic() - t1, 1)
     results["_import_errors"] = {str(k): str(v) for k, v in bag.import_errors.items()}
     failed = bool(bag.import_errors)
@@ -208,6 +220,11 @@ def child_main(results_path: Path, runs: Sequence[tuple[str, dict[str, Any]]] = 
 # ------------------------------------------------------------------------------------------------ parent half
 def _gib(n: int) -> str:
     return f"{n / 2**30:,.2f} GiB"
+
+
+def _cut(secret: Any, keep: int = 22) -> str:
+    text = str(secret or "")
+    return text[:keep] + "…" if len(text) > keep else "…"
 
 
 def _print_report(summary: Mapping[str, Any], copied: Path | None, rows: int = 6) -> None:
@@ -258,8 +275,9 @@ def _print_results(results: Mapping[str, Any], stats: Mapping[str, Any] | None, 
             details = returns["activation_details"]
             print(f"  order:         {details['order_id']}")
             print(f"  ICCID:         {details['iccid']} (profile {details['sim_status']})")
-            print(f"  LPA string:    {details['lpa']}")
-            print(f"  QR code URL:   {details['qr_code_url']}")
+            # Activation codes are secrets (they install the paid eSIM): shown cut short, even from the emulator.
+            print(f"  LPA string:    {_cut(details['lpa'])}  (in the XCom of activation_details)")
+            print(f"  QR code URL:   {_cut(details['qr_code_url'])}")
         elif dag_id == "truconnect_low_balance_topup" and "summarize" in returns:
             summary = returns["summarize"]
             print(

@@ -16,9 +16,15 @@ Trigger it manually (or from a CRM through the REST API) with a run configuratio
 2. `place_order` posts an `ACTIVATION` / `ESIM` order, templated from the params, and **defers** while the order is
    fulfilled, so no worker slot is held; the triggerer polls `GET /v2/orders/{id}`. `POST /v2/orders` is not
    idempotent: on Airflow 3.3+ the operator keeps the order id in the task state store, so a retry reattaches to the
-   order instead of buying a second eSIM. On Airflow 3.0-3.2 set `retries=0` on this task.
-3. `get_sim` reads `GET /v2/sims/{iccid}` for the profile status and links.
-4. `activation_details` returns `{iccid, order_id, sim_status, lpa, qr_code_url}`.
+   order instead of buying a second eSIM; below 3.3 every try would place a new order, so the task gets no retries
+   there (`safe_order_retries`). It asks for the activation codes (`include_activation_codes=True`): handing them to
+   the subscriber is what this DAG is for.
+3. `get_sim` reads `GET /v2/sims/{iccid}` and keeps only the profile status (its links carry the codes again).
+4. `activation_details` returns `{iccid, order_id, sim_status, lpa, qr_code_url}` for the system that delivers them.
+
+The LPA string and QR code URL install the paid eSIM on any phone: they are secrets. The provider registers them with
+Airflow's secret masker, and this DAG never logs them; they are stored in the XComs of `place_order` and
+`activation_details` only.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from airflow_provider_truconnect.operators.truconnect import TruConnectCreateOrderOperator, TruConnectOperator
+from airflow_provider_truconnect.version_compat import safe_order_retries
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ log = logging.getLogger(__name__)
     start_date=datetime(2025, 1, 1),
     catchup=False,
     tags=["example", "truconnect", "provisioning"],
-    default_args={"owner": "telecom-ops", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={"owner": "telecom-ops", "retries": 2, "retry_delay": timedelta(minutes=1)},  # reads only
     params={
         "product_id": Param("", type="string", description="Product to order; empty picks the first eSIM product."),
         "email": Param("demo.subscriber@example.com", type="string"),
@@ -102,31 +109,30 @@ def truconnect_esim_provisioning() -> None:
         deferrable=True,
         poll_interval=10.0,
         wait_timeout=1800.0,
-        # Retry-safe on Airflow 3.3+: a retry reattaches to the order the first try placed instead of buying a
-        # second eSIM. On Airflow 3.0-3.2 every try places a new order, so set retries=0 there.
-        retries=2,
+        include_activation_codes=True,
+        # A retry reattaches to the order the first try placed (Airflow 3.3+); below 3.3 it would buy a second eSIM.
+        retries=safe_order_retries(2),
     )
     # [END howto_operator_truconnect_create_order_deferrable]
 
     get_sim = TruConnectOperator(
         task_id="get_sim",
         endpoint="/v2/sims/{{ ti.xcom_pull(task_ids='place_order')['iccid'] }}",
+        # Keep the status only: the SIM resource repeats the activation codes, which need not be stored again.
+        response_filter=lambda sim: {"iccid": sim.get("iccid"), "status": sim.get("status")},
     )
 
     @task
     def activation_details(order: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:
-        """Return what the subscriber needs to install the eSIM."""
-        from airflow_provider_truconnect.client.models import links_of, normalise_lpa
-
-        links = links_of(sim)
+        """Return what the subscriber needs to install the eSIM (never logged: the codes are secrets)."""
         details = {
             "order_id": order["order_id"],
-            "iccid": sim.get("iccid", order.get("iccid")),
+            "iccid": sim.get("iccid") or order.get("iccid"),
             "sim_status": sim.get("status"),
-            "lpa": normalise_lpa(links.get("_lpa")) or order.get("lpa"),
-            "qr_code_url": links.get("_qrcode") or order.get("qr_code_url"),
+            "lpa": order.get("lpa"),
+            "qr_code_url": order.get("qr_code_url"),
         }
-        log.info("eSIM %s is %s; QR code at %s", details["iccid"], details["sim_status"], details["qr_code_url"])
+        log.info("eSIM %s is %s; activation codes ready for delivery", details["iccid"], details["sim_status"])
         return details
 
     choose_product() >> place_order >> get_sim

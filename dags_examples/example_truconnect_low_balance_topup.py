@@ -16,7 +16,8 @@ balance first.
 
 **Orders.** One `TruConnectCreateOrderOperator` per SIM through dynamic task mapping, deferrable. `POST /v2/orders`
 is not idempotent; on Airflow 3.3+ the operator keeps each order id in the task state store, so a retry reattaches
-to its order instead of buying again (on Airflow 3.0-3.2 set `retries=0` on `place_topup`). The body is the
+to its order instead of buying again; below 3.3 a retry would buy again, so `place_topup` gets no retries there
+(`safe_order_retries`). The body is the
 documented eSIM top-up [connect-api.md §7.1]: `product.id`, `subscriber.sim.iccid` and `subscriber.device`.
 Subscriptions do not carry the device, so this example sends `params.device`; in production look it up in your CRM.
 
@@ -33,6 +34,7 @@ from typing import Any
 from airflow.sdk import Param, dag, get_current_context, task
 
 from airflow_provider_truconnect.operators.truconnect import TruConnectCreateOrderOperator
+from airflow_provider_truconnect.version_compat import safe_order_retries
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +162,8 @@ def truconnect_low_balance_topup() -> None:
         task_id="place_topup",
         deferrable=True,
         poll_interval=10.0,
-        # Retry-safe on Airflow 3.3+ (a retry reattaches to its order); on 3.0-3.2 set retries=0.
-        retries=2,
+        # A retry reattaches to its order on Airflow 3.3+; below 3.3 it would buy again, so no retries there.
+        retries=safe_order_retries(2),
         map_index_template="{{ task.order['subscriber']['sim']['iccid'] }}",
     ).expand(order=select_topups())
     # [END howto_operator_truconnect_create_order_mapped]
