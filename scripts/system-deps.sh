@@ -5,6 +5,8 @@ set -euo pipefail
 
 PACKAGES=(
   "chromium|chromium|browser tests of the Connections form (Playwright drives Debian's Chromium; no browser download)"
+  "/usr/lib/postgresql/15/bin/pg_ctl|postgresql|metadata database of the CeleryExecutor deployment in tests/e2e (a throw-away cluster)"
+  "redis-server|redis-server|Celery broker of the CeleryExecutor deployment in tests/e2e (a throw-away server on loopback)"
 )
 
 missing=()

@@ -89,6 +89,8 @@ class AirflowDeployment:
     :param conn_env: extra ``AIRFLOW_CONN_*`` variables (name -> JSON) for every component.
     :param dag_sources: DAG files copied into the temp DAGs folder.
     :param results_dir: where component logs and task logs are kept.
+    :param env_overrides: variables replacing the defaults for every component (another executor or database: see
+        ``celery_deploy.py``).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class AirflowDeployment:
         conn_env: Mapping[str, str],
         dag_sources: Iterable[Path],
         results_dir: Path = RESULTS_DIR,
+        env_overrides: Mapping[str, str] | None = None,
     ) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="tc-e2e-airflow-"))
         self.dags_folder = self.home / "dags"
@@ -111,6 +114,7 @@ class AirflowDeployment:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: list[Any] = []
         self.env = self._build_env(conn_env)
+        self.env.update(env_overrides or {})
         (self.home / "simple_auth_manager_passwords.json.generated").write_text(
             json.dumps({ADMIN_USER: self.password}) + "\n"
         )
@@ -169,12 +173,12 @@ class AirflowDeployment:
             [airflow_bin(), *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.home
         )
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> None:
         log = open(self.logs_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self._log_files.append(log)
         self.procs[name] = subprocess.Popen(
             [airflow_bin(), *args],
-            env=self.env,
+            env=dict(env if env is not None else self.env),
             cwd=self.home,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -189,13 +193,19 @@ class AirflowDeployment:
         """
         deadline = time.monotonic() + timeout
         self._migrate(timeout)
+        self._spawn_components()
+        self.wait_healthy(max(5.0, deadline - time.monotonic()))
+
+    def _spawn_components(self) -> None:
         self._spawn("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"])
         self._spawn("scheduler", ["scheduler", "--skip-serve-logs"])
         self._spawn("dag-processor", ["dag-processor"])
         self._spawn("triggerer", ["triggerer", "--skip-serve-logs"])
-        self.wait_healthy(max(5.0, deadline - time.monotonic()))
 
     def _migrate(self, timeout: float) -> None:
+        if not self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+            self._run_migrate(timeout)
+            return
         # A freshly migrated SQLite file is the same for every run of one Airflow version: keep a copy and reuse it,
         # which saves the ~6 s of `airflow db migrate` on a warm run.
         airflow_version = importlib.metadata.version("apache-airflow-core")
@@ -204,14 +214,17 @@ class AirflowDeployment:
         if template.is_file():
             shutil.copy2(template, db_file)
             return
-        migrate = self.cli("db", "migrate", timeout=timeout)
-        (self.logs_dir / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed, see {self.logs_dir / 'db-migrate.log'}")
+        self._run_migrate(timeout)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = template.with_suffix(f".{os.getpid()}.tmp")
         shutil.copy2(db_file, tmp)
         os.replace(tmp, template)
+
+    def _run_migrate(self, timeout: float) -> None:
+        migrate = self.cli("db", "migrate", timeout=timeout)
+        (self.logs_dir / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
+        if migrate.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed, see {self.logs_dir / 'db-migrate.log'}")
 
     def check_alive(self) -> None:
         """:raises RuntimeError: if a component has exited."""
