@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin, conf, determine_kwargs
@@ -37,7 +37,6 @@ from airflow_provider_truconnect.arguments import (
 from airflow_provider_truconnect.client.errors import (
     TruConnectConfigError,
     TruConnectError,
-    TruConnectOrderFailedError,
     TruConnectOrderUncertainError,
     TruConnectResponseCheckError,
     TruConnectTimeoutError,
@@ -46,6 +45,7 @@ from airflow_provider_truconnect.client.errors import (
 from airflow_provider_truconnect.client.models import OrderStatus, order_summary
 from airflow_provider_truconnect.client.orders import validate_order
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook, TruConnectHookMixin
+from airflow_provider_truconnect.order_guard import ORDER_ID_XCOM_KEY, SENDING_ORDER_KEY, OrderGuard
 from airflow_provider_truconnect.order_waiting import (
     DEFER_TIMEOUT_GRACE,
     fail_without_retries,
@@ -58,11 +58,6 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-#: XCom key under which the order operator pushes the order id as soon as the order exists.
-ORDER_ID_XCOM_KEY = "order_id"
-#: Task state store key of the sending record: written before ``POST /v2/orders`` leaves, holding its correlation id;
-#: the order id is added when the answer arrives. Without an order id it means "sent, outcome unknown".
-SENDING_ORDER_KEY = "truconnect_order_sending"
 
 
 def _check_method(method: Any) -> str:
@@ -329,34 +324,34 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
             try) may or may not have placed the order; nothing is sent again.
         """
         body = self.order_body()
-        store = context.get("task_state_store")
-        earlier = self._earlier_order(context, store)
+        guard = self._guard(context)
+        earlier = guard.earlier_order()
         if earlier is not None:
             return earlier
         correlation_id = self.hook.client.new_correlation_id()
-        self._record_sending(store, correlation_id, context)
+        guard.sending(correlation_id)
         try:
             created = self.hook.create_order(body, correlation_id=correlation_id)
         except TruConnectOrderUncertainError as exc:
-            self._record(store, {**self._sending_record(correlation_id, context), "outcome": "unknown"})
+            guard.unknown(correlation_id, "unknown")
             raise fail_without_retries(
                 exc,
                 "The task fails without retries so that the order is not placed twice. "
-                + _how_to_check(correlation_id, self.task_id, check=False),
+                + guard.how_to_check(correlation_id, check=False),
             ) from exc
         except TruConnectError:
             # Provably not placed: never sent, or definitely rejected by the API. A retry may place it.
-            self._forget_sending(store)
+            guard.not_placed()
             raise
         order_id = created.get("id") if isinstance(created, Mapping) else None
         if not isinstance(order_id, str) or not order_id:
-            self._record(store, {**self._sending_record(correlation_id, context), "outcome": "no order id"})
+            guard.unknown(correlation_id, "no order id")
             unknown = TruConnectOrderUncertainError(
                 "POST /v2/orders answered without an order id; the order MAY have been created",
                 correlation_id=correlation_id,
             )
-            raise fail_without_retries(unknown, _how_to_check(correlation_id, self.task_id)) from unknown
-        self._record(store, {**self._sending_record(correlation_id, context), "order_id": order_id})
+            raise fail_without_retries(unknown, guard.how_to_check(correlation_id)) from unknown
+        guard.placed(correlation_id, order_id)
         self._latest = dict(created)
         self.log.info(
             "Placed order %s (status %s, X-Correlation-ID %s)", order_id, created.get("status"), correlation_id
@@ -456,148 +451,18 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         except Exception as exc:  # the order exists and its id is stored; XCom is a convenience for other tasks
             self.log.warning("Could not push order id %s to XCom %r: %s", order_id, ORDER_ID_XCOM_KEY, exc)
 
-    def _sending_record(self, correlation_id: str, context: Context) -> dict[str, Any]:
-        ti = context.get("ti")
-        return {
-            "correlation_id": correlation_id,
-            "try_number": getattr(ti, "try_number", None),
-            "sent_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-
-    def _record_sending(self, store: Any, correlation_id: str, context: Context) -> None:
-        """Write the sending record before the order request leaves; no record, no request."""
-        if store is None:
-            return
-        try:
-            store.set(SENDING_ORDER_KEY, self._sending_record(correlation_id, context))
-        except Exception as exc:
-            # Without the record, an interruption while sending could be followed by a second order.
-            raise TruConnectError(
-                f"Could not record the order request in the task state store ({type(exc).__name__}: {exc}); "
-                "nothing was sent, and the task may be retried"
-            ) from exc
-
-    def _record(self, store: Any, record: dict[str, Any]) -> None:
-        if store is None:
-            return
-        try:
-            store.set(SENDING_ORDER_KEY, record)
-        except Exception as exc:  # the sending record already guards the next try
-            self.log.warning("Could not update the order record in the task state store: %s", exc)
-
-    def _forget_sending(self, store: Any) -> None:
-        if store is None:
-            return
-        try:
-            store.delete(SENDING_ORDER_KEY)
-        except Exception as exc:  # the next try then refuses to place the order, which is safe
-            self.log.warning("Could not delete the order record from the task state store: %s", exc)
-
-    def _earlier_order(self, context: Context, store: Any) -> str | None:
-        """What an earlier try of this task instance left: an order to reattach to, or a reason to refuse.
-
-        :return: the id of an order an earlier try placed and that did not fail, or ``None`` when no earlier try
-            sent an order request.
-        :raises AirflowFailException: when the earlier order FAILED or the earlier request's outcome is unknown.
-        """
-        if store is None:
-            return self._order_id_from_previous_try(context)
-        failed_id = store.get(self.external_id_key)
-        if failed_id:
-            # The mixin calls submit_job after finding a stored order only when that order is terminal and not
-            # completed: it FAILED.
-            raise _final_failure(
-                TruConnectOrderFailedError(
-                    f"Order {failed_id} placed by an earlier try FAILED", order_id=str(failed_id)
-                ),
-                f"A new order is not placed automatically: to place one, start a new DAG run, or delete the task "
-                f"state store keys {self.external_id_key!r} and {SENDING_ORDER_KEY!r} of this task instance and "
-                "clear the task",
-            )
-        record = store.get(SENDING_ORDER_KEY)
-        if not record:
-            return None
-        record = record if isinstance(record, Mapping) else {}
-        order_id = record.get("order_id")
-        if isinstance(order_id, str) and order_id:
-            status = self.get_job_status(order_id, context)
-            if status == OrderStatus.FAILED.value:
-                raise _final_failure(
-                    TruConnectOrderFailedError(f"Order {order_id} placed by an earlier try FAILED", order_id=order_id),
-                    f"To place a new one, start a new DAG run, or delete the task state store key "
-                    f"{SENDING_ORDER_KEY!r} of this task instance and clear the task",
-                )
-            self.log.info("Reattaching to order %s placed by an earlier try (status %s)", order_id, status)
-            return order_id
-        correlation_id = record.get("correlation_id")
-        cid = correlation_id if isinstance(correlation_id, str) and correlation_id else None
-        raise _final_failure(
-            TruConnectOrderUncertainError(
-                f"An earlier try (try {record.get('try_number', '?')}, at {record.get('sent_at', '?')}) sent "
-                "POST /v2/orders and did not learn whether the order was created (it was interrupted, or the answer "
-                "left the outcome unknown), so this try does not send it again",
-                correlation_id=cid,
-            ),
-            _how_to_check(cid, self.task_id),
+    def _guard(self, context: Context) -> OrderGuard:
+        return OrderGuard(
+            context,
+            task_id=self.task_id,
+            external_id_key=self.external_id_key,
+            order_status=lambda order_id: self.get_job_status(order_id, context),
+            log=self.log,
         )
-
-    def _order_id_from_previous_try(self, context: Context) -> str | None:
-        """Reattach through XCom where there is no task state store (Airflow < 3.3); best effort.
-
-        Stock Airflow 2.11 and 3.x delete a task's XComs when a new try starts (they survive only a deferral), so
-        this normally finds nothing; it matters with setups that keep them.
-        """
-        ti = context.get("ti")
-        if ti is None or getattr(ti, "try_number", 1) <= 1:
-            return None
-        try:
-            previous = ti.xcom_pull(task_ids=self.task_id, key=ORDER_ID_XCOM_KEY)
-        except Exception as exc:  # XCom lookup failures must not stop the try; fall back to a new order
-            self.log.warning("Could not look up the order id of the previous try: %s", exc)
-            return None
-        if not isinstance(previous, str) or not previous:
-            self.log.warning(
-                "Try %s of %s: no order id from an earlier try is available (Airflow < 3.3 keeps none), so a NEW "
-                "order is placed; an earlier try may already have placed one",
-                ti.try_number,
-                self.task_id,
-            )
-            return None
-        status = self.get_job_status(previous, context)
-        if status == OrderStatus.FAILED.value:
-            raise _final_failure(
-                TruConnectOrderFailedError(f"Order {previous} of the previous try FAILED", order_id=previous),
-                "A new order is not placed automatically: start a new DAG run to place one",
-            )
-        self.log.info("Reattaching to order %s placed by the previous try (status %s)", previous, status)
-        return previous
 
 
 def _order_status(value: Any) -> OrderStatus:
     return cast(OrderStatus, OrderStatus.parse(value))
-
-
-def _final_failure(exc: TruConnectError, note: str) -> BaseException:
-    failure = fail_without_retries(exc, note)
-    failure.__cause__ = exc
-    return failure
-
-
-def _how_to_check(correlation_id: str | None, task_id: str, *, check: bool = True) -> str:
-    """What to do about an order of unknown outcome (``check``: including how to find out whether it exists)."""
-    quote = f"the correlation id {correlation_id}" if correlation_id else "the task and time of that try"
-    how = (
-        "Check whether the order exists: for a top-up, GET /v2/subscriptions?iccid=<iccid> (a new subscription "
-        f"appears); for a new eSIM, ask 1GLOBAL support quoting {quote}. "
-        if check
-        else ""
-    )
-    return (
-        f"{how}If it exists, wait for it with TruConnectOrderSensor; if it does not, start a new DAG run, or delete "
-        f"the task state store key {SENDING_ORDER_KEY!r} of task {task_id!r} in this run (REST API: DELETE "
-        "/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/state-store/"
-        f"{SENDING_ORDER_KEY}) and clear the task"
-    )
 
 
 __all__ = [

@@ -656,7 +656,7 @@ class TestCreateOrderRetryWithoutTaskStateStore:
         with pytest.raises(AirflowFailException):
             order_op(order_body(email="jane+fail@example.com")).execute(make_ctx(ti=ti))
         retry = order_op(order_body(), wait_for_completion=False)
-        with pytest.raises(AirflowFailException, match="of the previous try FAILED"):
+        with pytest.raises(AirflowFailException, match="placed by an earlier try FAILED"):
             retry.execute(make_ctx(ti=make_ti(try_number=2, xcoms=ti.xcoms)))
         assert len(created_orders(emu)) == 1
 
