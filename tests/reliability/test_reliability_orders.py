@@ -13,6 +13,7 @@ import pytest
 
 from airflow_provider_truconnect.client import (
     TruConnectAuthError,
+    TruConnectConfigError,
     TruConnectConnectionError,
     TruConnectOrderUncertainError,
     TruConnectServerError,
@@ -179,3 +180,39 @@ def test_revoked_token_on_order_is_a_rejection_not_sent_again(harness: Harness) 
     created = harness.create_order(activation_order(harness.emu))
     assert [o["id"] for o in harness.emu.control.orders()] == [created["id"]]
     assert harness.route_counts(ORDER_ROUTE) == {"401": 1, "201": 1}
+
+
+SPELLINGS = [
+    "/v2/orders/",
+    "/v2//orders",
+    "/v2/./orders",
+    "v2/orders",
+    "/v2/x/../orders",
+    "/V2/Orders",
+    "/v2/orders%2F",
+]
+
+
+@pytest.mark.parametrize("endpoint", SPELLINGS)
+def test_every_spelling_of_the_order_path_is_validated_before_sending(harness: Harness, endpoint: str) -> None:
+    with pytest.raises(TruConnectConfigError) as info:
+        harness.call("POST", endpoint, json={"operation_type": "ACTIVATION"})
+    assert info.value.field.startswith("order.")
+    assert harness.stats()["requests_total"] == 0
+
+
+@pytest.mark.parametrize("endpoint", SPELLINGS)
+def test_every_spelling_of_the_order_path_follows_the_order_rule(harness: Harness, endpoint: str) -> None:
+    # Never idempotent, whatever the caller says, and an unknown outcome is an order-specific one.
+    call = harness.hook.client.prepare("POST", endpoint, None, activation_order(harness.emu), None, True)
+    assert call.places_order and not call.idempotent
+
+
+@pytest.mark.parametrize("endpoint", ["/v2/./orders", "/v2/x/../orders", "v2/orders"])
+def test_spellings_the_server_routes_to_orders_are_never_sent_twice(harness: Harness, endpoint: str) -> None:
+    harness.call("GET", "/v2/products", params={"page_size": 1})  # the token first: the fault is for the order
+    harness.emu.control.add_fault(ORDER_ROUTE, status=500, after=True, count=1)
+    with pytest.raises(TruConnectOrderUncertainError):
+        harness.call("POST", endpoint, json=activation_order(harness.emu), idempotent=True)
+    assert harness.route_counts(ORDER_ROUTE) == {"500": 1}
+    assert len(harness.emu.control.orders()) == 1
