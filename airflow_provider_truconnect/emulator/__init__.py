@@ -13,8 +13,17 @@ if TYPE_CHECKING:
     from airflow_provider_truconnect.emulator.config import EmulatorConfig
     from airflow_provider_truconnect.emulator.server import EmulatorControl, RunningEmulator, run_emulator
     from airflow_provider_truconnect.emulator.state import EmulatorState
+    from airflow_provider_truconnect.emulator.tls import TlsFiles, write_tls_files
 
-__all__ = ["EmulatorConfig", "EmulatorControl", "EmulatorState", "RunningEmulator", "run_emulator"]
+__all__ = [
+    "EmulatorConfig",
+    "EmulatorControl",
+    "EmulatorState",
+    "RunningEmulator",
+    "TlsFiles",
+    "run_emulator",
+    "write_tls_files",
+]
 
 _LOCATIONS = {
     "EmulatorConfig": "config",
@@ -22,6 +31,8 @@ _LOCATIONS = {
     "RunningEmulator": "server",
     "run_emulator": "server",
     "EmulatorState": "state",
+    "TlsFiles": "tls",
+    "write_tls_files": "tls",
 }
 
 

@@ -1,7 +1,8 @@
 """``truconnect-emulator``: run the Connect API emulator from the command line.
 
 Prints the base URLs and, on one line, the Airflow connection JSON for ``AIRFLOW_CONN_TRUCONNECT_DEFAULT``.
-SIGINT and SIGTERM stop it cleanly (exit code 0).
+``--ssl-certfile``/``--ssl-keyfile`` serve HTTPS (and the URLs say ``https``). SIGINT and SIGTERM stop it cleanly
+(exit code 0).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_truconnect.emulator.config import EmulatorConfig
+
+if TYPE_CHECKING:
+    from airflow_provider_truconnect.emulator.state import EmulatorState
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-json",
         help="a JSON object of EmulatorConfig fields (applied first; default: $TRUCONNECT_EMULATOR_CONFIG_JSON)",
     )
+    parser.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM, server first, then its chain)")
+    parser.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (warning)")
     parser.add_argument("--quiet", action="store_true", help="print only the machine-readable URL line")
     return parser
@@ -104,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     :return: the exit code.
     """
     args = build_parser().parse_args(argv)
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("truconnect-emulator: HTTPS needs both --ssl-certfile and --ssl-keyfile", file=sys.stderr)
+        return 2
     try:
         config = config_from_args(args)
     except ValueError as exc:
@@ -119,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock = bind_socket(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
-    url = f"http://{shown_host}:{port}"
+    url = f"{'https' if args.ssl_certfile else 'http'}://{shown_host}:{port}"
     state = EmulatorState(config)
     api_base = url + config.api_prefix
     oauth_url = url + "/auth/realms/tru-staff/protocol/openid-connect/token"
@@ -134,8 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = _Server(
         uvicorn.Config(
-            create_app(state), log_level=args.log_level, access_log=False, lifespan="off", proxy_headers=False
-        )
+            create_app(state),
+            log_level=args.log_level,
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,
+            timeout_graceful_shutdown=3,
+            ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile,
+        ),
+        state,
     )
     try:
         server.run(sockets=[sock])
@@ -148,7 +165,7 @@ class _Server:
     """uvicorn server whose signal handling just stops serving (uvicorn re-raises the signal after shutdown, which
     would turn a clean SIGTERM into exit code -15)."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, state: EmulatorState) -> None:
         import uvicorn
 
         class Quiet(uvicorn.Server):
@@ -156,6 +173,10 @@ class _Server:
                 if self.should_exit and sig == signal.SIGINT:
                     self.force_exit = True
                 self.should_exit = True
+                # Over TLS an idle keep-alive connection holds a graceful shutdown until its close_notify times out.
+                self.force_exit = self.force_exit or self.config.is_ssl
+                # Requests that wait (delays, pauses, headers that never end) would hold the shutdown otherwise.
+                state.close()
 
         self._server = Quiet(config)
 

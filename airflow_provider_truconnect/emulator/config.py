@@ -2,7 +2,7 @@
 
 Every knob that changes observable behaviour lives here, so a test can say which variant of the (partly
 undocumented) real service it wants. Defaults follow the documented shapes ([DOC]); the alternatives exist because
-the documentation is ambiguous or silent ([INFERRED]). See ``/work/shared/docs/connect-api.md`` §13.
+the documentation is ambiguous or silent ([INFERRED]). See docs/connect-api.md §13.
 """
 
 from __future__ import annotations

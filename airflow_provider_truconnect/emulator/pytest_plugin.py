@@ -3,7 +3,9 @@
 Fixtures:
 
 * ``truconnect_emulator`` -> :class:`~airflow_provider_truconnect.emulator.server.RunningEmulator` (function scope;
-  the server itself is shared by the session and reset before each test).
+  the server itself is shared by the session and reset before each test). A request of an earlier test that is still
+  in flight at the reset (its answer sent but not yet counted, or waiting on a ``delay`` fault) is not counted, and
+  creates or consumes nothing, in the next test: the reset ends its state generation and waits for it.
 * ``truconnect_conn_env`` -> the same emulator, with ``AIRFLOW_CONN_TRUCONNECT_DEFAULT`` pointing at it.
 
 Nothing heavy is imported at module level, so registering the plugin costs other test suites nothing.

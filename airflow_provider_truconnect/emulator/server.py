@@ -1,4 +1,4 @@
-"""Run the emulator for tests: in a daemon thread of this process or in a subprocess.
+"""Run the emulator for tests: in a daemon thread of this process or in a subprocess, over HTTP or HTTPS.
 
 .. code-block:: python
 
@@ -7,6 +7,10 @@
     with run_emulator(order_complete_after=0.5) as emu:
         token = requests.post(emu.oauth_url, data={...}).json()["access_token"]
         emu.control.advance(1)
+
+    files = write_tls_files(tmp_path)  # from airflow_provider_truconnect.emulator.tls
+    with run_emulator(ssl_certfile=files.server_cert, ssl_keyfile=files.server_key) as emu:
+        requests.get(emu.api_base + "/v2/products", verify=files.ca_cert)  # emu.url is https://127.0.0.1:<port>
 """
 
 from __future__ import annotations
@@ -28,152 +32,37 @@ from typing import TYPE_CHECKING, Any, Literal
 import requests
 
 from airflow_provider_truconnect.emulator.config import EmulatorConfig
+from airflow_provider_truconnect.emulator.control_client import EmulatorControl
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "EmulatorControl",
+    "RunningEmulator",
+    "bind_socket",
+    "connection_dict",
+    "run_emulator",
+    "stop_process",
+]
 
 if TYPE_CHECKING:
     from airflow_provider_truconnect.emulator.state import EmulatorState
 
 _START_TIMEOUT = 20.0
-_URL_LINE = re.compile(r"^TRUCONNECT_EMULATOR_URL=(http://\S+)$")
-
-
-class EmulatorControl:
-    """HTTP client of the control plane (``/__emulator/...``); works for thread and subprocess mode alike."""
-
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
-        """:param url: server root, e.g. ``http://127.0.0.1:8765``.
-        :param timeout: per-request timeout in seconds."""
-        self.base = url.rstrip("/") + "/__emulator"
-        self.timeout = timeout
-        self.session = requests.Session()
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = self.session.request(method, self.base + path, json=body, timeout=self.timeout)
-        if response.status_code >= 400:
-            raise RuntimeError(f"control {method} {path} failed: {response.status_code} {response.text[:300]}")
-        return response.json() if response.content else None
-
-    def stats(self) -> dict[str, Any]:
-        """:return: the counters (see ``GET /__emulator/stats``)."""
-        result: dict[str, Any] = self._call("GET", "/stats")
-        return result
-
-    def reset(self) -> None:
-        """Restore the default config, data, clock, tokens, faults and stats."""
-        self._call("POST", "/reset")
-
-    def advance(self, seconds: float) -> float:
-        """:param seconds: how far to move the emulator clock.
-        :return: the new emulator time (epoch seconds)."""
-        return float(self._call("POST", "/clock", {"advance": seconds})["now"])
-
-    def set_time(self, epoch: float) -> float:
-        """:param epoch: the new emulator time. :return: the new emulator time."""
-        return float(self._call("POST", "/clock", {"set": epoch})["now"])
-
-    def now(self) -> float:
-        """:return: the emulator time (epoch seconds)."""
-        return float(self._call("GET", "/clock")["now"])
-
-    def set_config(self, **fields: Any) -> dict[str, Any]:
-        """:param fields: :class:`EmulatorConfig` fields to change (JSON values; not ``clock``).
-        :return: the whole new configuration."""
-        result: dict[str, Any] = self._call("POST", "/config", fields)
-        return result
-
-    def config(self) -> dict[str, Any]:
-        """:return: the current configuration."""
-        result: dict[str, Any] = self._call("GET", "/config")
-        return result
-
-    def add_fault(
-        self,
-        route: str = "*",
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        delay: float = 0.0,
-        drop: bool = False,
-        body: Literal["malformed", "html"] | None = None,
-        count: int | None = None,
-        fraction: float | None = None,
-        after: bool = False,
-        seed: int | None = None,
-    ) -> dict[str, Any]:
-        """Inject a fault.
-
-        :param route: route template (``GET /v2/sims/{iccid}``, ``POST /v2/orders``), ``token`` or ``*``.
-        :param status: HTTP status to answer (error body in the active model, or OAuth shape for ``token``).
-        :param retry_after: ``Retry-After`` header value.
-        :param delay: seconds to wait before answering (or, with ``after``, after processing).
-        :param drop: close the connection without a response.
-        :param body: ``"malformed"`` (broken JSON, default 200) or ``"html"`` (gateway page, default 502).
-        :param count: fire for the next ``count`` matching requests (default 1 when ``fraction`` is not given).
-        :param fraction: fire for this share of matching requests (seeded RNG).
-        :param after: process the request first (e.g. create the order), then apply the fault to the response.
-        :param seed: RNG seed for ``fraction``.
-        :return: the stored fault.
-        """
-        spec: dict[str, Any] = {"route": route, "delay": delay, "drop": drop, "after": after}
-        for key, value in (
-            ("status", status),
-            ("retry_after", retry_after),
-            ("body", body),
-            ("count", count),
-            ("fraction", fraction),
-            ("seed", seed),
-        ):
-            if value is not None:
-                spec[key] = value
-        result: dict[str, Any] = self._call("POST", "/faults", spec)
-        return result
-
-    def clear_faults(self) -> None:
-        """Remove every injected fault."""
-        self._call("DELETE", "/faults")
-
-    def revoke(self, token: str | None = None) -> int:
-        """:param token: the token to revoke; None revokes every token.
-        :return: how many were revoked."""
-        return int(self._call("POST", "/revoke", {} if token is None else {"token": token})["revoked"])
-
-    def issued_tokens(self) -> list[str]:
-        """:return: every access and refresh token issued since the last reset (for leak scans)."""
-        return list(self._call("GET", "/tokens")["tokens"])
-
-    def orders(self) -> list[dict[str, Any]]:
-        """:return: every created order with ``correlation_id``, ``status``, ``output`` and the request body."""
-        return list(self._call("GET", "/orders")["orders"])
-
-    def usage(self, iccid: str, used_bytes: int) -> dict[str, Any]:
-        """Simulate data use on a SIM.
-
-        :param iccid: the SIM.
-        :param used_bytes: bytes consumed.
-        :return: a summary of the SIM's subscriptions after the usage.
-        """
-        result: dict[str, Any] = self._call("POST", "/usage", {"iccid": iccid, "bytes": used_bytes})
-        return result
-
-    def set_sim_status(self, iccid: str, status: str) -> dict[str, Any]:
-        """:param iccid: the SIM. :param status: ``Released``, ``Downloaded``, ``Installed`` or ``Unavailable``.
-        :return: ``{"iccid", "status"}``."""
-        result: dict[str, Any] = self._call("POST", f"/sims/{iccid}/status", {"status": status})
-        return result
-
-    def close(self) -> None:
-        """Close the HTTP session."""
-        self.session.close()
+_URL_LINE = re.compile(r"^TRUCONNECT_EMULATOR_URL=(https?://\S+)$")
+#: Seconds uvicorn waits for requests still running when it stops, before it cancels them.
+_GRACEFUL_SHUTDOWN = 3
 
 
 @dataclass
 class RunningEmulator:
-    """A started emulator and everything a test needs to talk to it."""
+    """A started emulator and everything a test needs to talk to it (``ca_bundle``: what verifies it over HTTPS)."""
 
     url: str
     config: EmulatorConfig
     mode: Literal["thread", "subprocess"]
     control: EmulatorControl
     state: EmulatorState | None = None
+    ca_bundle: str | None = None
     client_id: str = field(init=False)
     client_secret: str = field(init=False, repr=False)
 
@@ -224,7 +113,9 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     :param port: port or 0.
     :return: the bound socket.
     """
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio disables Nagle only on sockets whose proto says TCP, and accepted sockets inherit
+    # it; with proto 0 every answer written in two parts (head, body) waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -232,22 +123,42 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-def _wait_until_up(url: str, deadline: float, is_alive: Any = None) -> None:
+def _wait_until_up(control: EmulatorControl, deadline: float, is_alive: Any = None) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         if is_alive is not None and not is_alive():
             raise RuntimeError("emulator exited during start-up")
         try:
-            if requests.get(url + "/__emulator/health", timeout=2).status_code == 200:
+            if control.health():
                 return
-        except requests.RequestException as exc:
+        except (requests.RequestException, RuntimeError) as exc:
             last = exc
         time.sleep(0.02)
-    raise RuntimeError(f"emulator at {url} did not answer in time: {last}")
+    raise RuntimeError(f"emulator at {control.base} did not answer in time: {last}")
+
+
+@dataclass(frozen=True)
+class _Tls:
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_bundle: str | None = None
+    server_name: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.certfile else "http"
+
+    @property
+    def bundle(self) -> str | None:
+        return self.ca_bundle or self.certfile
+
+    @property
+    def verify(self) -> str | bool:
+        return self.bundle or True
 
 
 @contextmanager
-def _run_thread(config: EmulatorConfig) -> Iterator[RunningEmulator]:
+def _run_thread(config: EmulatorConfig, tls: _Tls) -> Iterator[RunningEmulator]:
     import uvicorn
 
     from airflow_provider_truconnect.emulator.app import create_app
@@ -257,18 +168,31 @@ def _run_thread(config: EmulatorConfig) -> Iterator[RunningEmulator]:
     sock = bind_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="off", proxy_headers=False)
+        uvicorn.Config(
+            create_app(state),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,
+            timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN,
+            ssl_certfile=tls.certfile,
+            ssl_keyfile=tls.keyfile,
+        )
     )
     # uvicorn only installs signal handlers in the main thread; this one never is.
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="truconnect-emulator", daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
-    control = EmulatorControl(url)
+    url = f"{tls.scheme}://127.0.0.1:{port}"
+    control = EmulatorControl(url, verify=tls.verify, server_name=tls.server_name)
     try:
-        _wait_until_up(url, time.monotonic() + _START_TIMEOUT, thread.is_alive)
-        yield RunningEmulator(url=url, config=config, mode="thread", control=control, state=state)
+        _wait_until_up(control, time.monotonic() + _START_TIMEOUT, thread.is_alive)
+        yield RunningEmulator(url=url, config=config, mode="thread", control=control, state=state, ca_bundle=tls.bundle)
     finally:
+        # Requests still waiting (a delay, a pause, headers that never end) end now instead of holding the shutdown.
+        state.close()
         server.should_exit = True
+        # Over TLS an idle keep-alive connection holds a graceful shutdown until its close_notify times out.
+        server.force_exit = tls.certfile is not None
         thread.join(timeout=10)
         control.close()
         sock.close()
@@ -283,7 +207,7 @@ def _package_root() -> str:
 
 
 @contextmanager
-def _run_subprocess(config: EmulatorConfig) -> Iterator[RunningEmulator]:
+def _run_subprocess(config: EmulatorConfig, tls: _Tls) -> Iterator[RunningEmulator]:
     if config.clock is not None:
         raise ValueError("an injected clock only works in thread mode")
     env = dict(os.environ)
@@ -301,13 +225,17 @@ def _run_subprocess(config: EmulatorConfig) -> Iterator[RunningEmulator]:
         "0",
         "--quiet",
     ]
+    if tls.certfile:
+        cmd += ["--ssl-certfile", tls.certfile]
+    if tls.keyfile:
+        cmd += ["--ssl-keyfile", tls.keyfile]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
     control: EmulatorControl | None = None
     try:
         url = _read_url(proc)
-        control = EmulatorControl(url)
-        _wait_until_up(url, time.monotonic() + _START_TIMEOUT, lambda: proc.poll() is None)
-        yield RunningEmulator(url=url, config=config, mode="subprocess", control=control)
+        control = EmulatorControl(url, verify=tls.verify, server_name=tls.server_name)
+        _wait_until_up(control, time.monotonic() + _START_TIMEOUT, lambda: proc.poll() is None)
+        yield RunningEmulator(url=url, config=config, mode="subprocess", control=control, ca_bundle=tls.bundle)
     finally:
         if control is not None:
             control.close()
@@ -355,6 +283,10 @@ def run_emulator(
     config: EmulatorConfig | None = None,
     *,
     mode: Literal["thread", "subprocess"] = "thread",
+    ssl_certfile: str | os.PathLike[str] | None = None,
+    ssl_keyfile: str | os.PathLike[str] | None = None,
+    ca_bundle: str | os.PathLike[str] | None = None,
+    server_name: str | None = None,
     **overrides: Any,
 ) -> Iterator[RunningEmulator]:
     """Start an emulator on ``127.0.0.1`` and a free port, wait until it answers, stop it on exit.
@@ -362,12 +294,30 @@ def run_emulator(
     :param config: the configuration (default :class:`EmulatorConfig`).
     :param mode: ``"thread"`` (uvicorn in a daemon thread; ``state`` is available) or ``"subprocess"`` (a separate
         process, so benchmarks do not share the GIL with the emulator).
+    :param ssl_certfile: serve HTTPS with this certificate (PEM; the server certificate first, then its chain), so
+        ``url``, ``api_base``, ``oauth_url`` and the connection JSON use ``https://``.
+        :func:`airflow_provider_truconnect.emulator.tls.write_tls_files` writes test certificates.
+    :param ssl_keyfile: the certificate's private key (PEM, unencrypted).
+    :param ca_bundle: the CA bundle that verifies the certificate, used by the start-up check and ``control``;
+        default: ``ssl_certfile`` itself, which works when it holds the chain up to a CA, as the files of
+        :mod:`~airflow_provider_truconnect.emulator.tls` do.
+    :param server_name: the host name the certificate is valid for, when it is not ``127.0.0.1`` (e.g.
+        ``TlsFiles.other_host``): the start-up check and ``control`` verify against that name.
     :param overrides: :class:`EmulatorConfig` fields replacing those of ``config``.
     :return: a context manager yielding the :class:`RunningEmulator`.
+    :raises ValueError: when only one of ``ssl_certfile`` and ``ssl_keyfile`` is given.
     """
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise ValueError("HTTPS needs both ssl_certfile and ssl_keyfile")
+    tls = _Tls(
+        None if ssl_certfile is None else os.fspath(ssl_certfile),
+        None if ssl_keyfile is None else os.fspath(ssl_keyfile),
+        None if ca_bundle is None else os.fspath(ca_bundle),
+        server_name,
+    )
     cfg = config or EmulatorConfig()
     if overrides:
         cfg = cfg.with_updates(overrides)
     runner = _run_thread if mode == "thread" else _run_subprocess
-    with runner(cfg) as running:
+    with runner(cfg, tls) as running:
         yield running
