@@ -53,6 +53,7 @@ from airflow_provider_truconnect.order_waiting import (
     order_trigger,
     poll_order_once,
 )
+from airflow_provider_truconnect.stopping import StopOnKill
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -67,7 +68,7 @@ def _check_method(method: Any) -> str:
     return upper
 
 
-class TruConnectOperator(TruConnectHookMixin, BaseOperator):
+class TruConnectOperator(TruConnectHookMixin, StopOnKill, BaseOperator):
     """Call any Connect API endpoint and return the JSON answer (or a filtered part of it) as XCom.
 
     The hook adds the OAuth2 token, a correlation id, retries for idempotent requests (429, 5xx, connection errors)
@@ -159,7 +160,8 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
         check_optional_dict(self.query, "query")
         check_optional_dict(self.headers, "headers")
         try:
-            response = self._fetch()
+            with self.running():
+                response = self._fetch()
         finally:
             self.hook.close()
         if self.response_check is not None:
@@ -200,7 +202,7 @@ class TruConnectOperator(TruConnectHookMixin, BaseOperator):
         return value
 
 
-class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, BaseOperator):
+class TruConnectCreateOrderOperator(TruConnectHookMixin, StopOnKill, ResumableJobMixin, BaseOperator):
     """Place an order (``POST /v2/orders``) and, by default, wait until it is ``COMPLETED``.
 
     The body is validated locally before anything is sent, and the order is placed at most once per task instance
@@ -311,7 +313,8 @@ class TruConnectCreateOrderOperator(TruConnectHookMixin, ResumableJobMixin, Base
         """
         self.order_body()  # validate before the resume decision makes any call
         try:
-            return self.execute_resumable(context)
+            with self.running():
+                return self.execute_resumable(context)
         finally:
             self.hook.close()
 

@@ -9,6 +9,7 @@ import pickle
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, TaskDeferred
@@ -149,9 +150,19 @@ class TestTruConnectOperator:
             TruConnectOperator(task_id="t", method=method, endpoint=endpoint, body={})
         assert info.value.field == "endpoint"
 
-    def test_other_order_requests_stay_allowed(self) -> None:
-        TruConnectOperator(task_id="t", endpoint="/v2/orders")  # GET: list orders
-        TruConnectOperator(task_id="t", method="POST", endpoint="/v2/orders/o-1/notes")
+    def test_other_order_requests_stay_allowed(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
+        listing = TruConnectOperator(task_id="t", endpoint="/v2/orders")  # GET: list orders
+        note = TruConnectOperator(task_id="t", method="POST", endpoint="/v2/orders/o-1/notes", body={"text": "hi"})
+        assert (listing.method, note.method) == ("GET", "POST")
+        for op in (listing, note):
+            try:
+                op.execute(make_ctx())
+            except TruConnectError as exc:  # whatever the API answers: the request was sent, not refused locally
+                assert not isinstance(exc, TruConnectConfigError) and exc.status_code is not None
+        prefix = urlsplit(emu.api_base).path
+        sent = [urlsplit(url).path for url in emu.control.stats()["urls"]]
+        assert sent[-2:] == [f"{prefix}/v2/orders", f"{prefix}/v2/orders/o-1/notes"]
+        assert created_orders(emu) == []
 
     def test_rendered_order_endpoint_is_refused_before_sending(self, emu: RunningEmulator, make_ctx: Ctx) -> None:
         op = TruConnectOperator(task_id="t", method="POST", endpoint="{{ params.path }}", body={})
@@ -707,3 +718,49 @@ def test_every_task_class_checks_the_connection_id(conn_id: Any) -> None:
         with pytest.raises(TruConnectConfigError) as info:
             build()
         assert info.value.field == "truconnect_conn_id"
+
+
+class TestStopRequests:
+    """SIGTERM as Airflow 3.3's task runner delivers it: the handler calls ``on_kill()`` and returns."""
+
+    def test_sigterm_while_the_order_request_is_in_flight_ends_the_try_and_the_next_refuses(
+        self, emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+    ) -> None:
+        import os
+        import signal
+        import threading
+
+        from airflow.providers.common.compat.sdk import AirflowException
+
+        # The order is created, then its answer is held back: the request is in flight when the signal arrives.
+        emu.control.add_fault(route="POST /v2/orders", after=True, delay=30.0, count=1)
+        op = order_op(order_body())
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: op.on_kill())
+        timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        posted = threading.Event()
+
+        def wait_for_post() -> None:
+            while not emu.control.orders():
+                threading.Event().wait(0.05)
+            posted.set()
+            timer.start()
+
+        threading.Thread(target=wait_for_post, daemon=True).start()
+        try:
+            with pytest.raises(AirflowException, match="told to stop") as info:
+                op.execute(make_ctx(ti=make_ti(try_number=1), store=state_store))
+        finally:
+            timer.cancel()
+            signal.signal(signal.SIGTERM, previous)
+        assert posted.is_set() and not isinstance(info.value, AirflowFailException)  # a retryable failure
+        assert "order_id" not in state_store.data[SENDING_ORDER_KEY]
+        with pytest.raises(AirflowFailException, match="did not learn whether the order was created"):
+            order_op(order_body()).execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+        assert len(created_orders(emu)) == 1
+
+    def test_on_kill_after_the_work_ended_raises_nothing(self, order_body: Body) -> None:
+        op = order_op(order_body())
+        op.on_kill()  # Airflow calls it after execution_timeout too, when nothing runs any more
+        with op.running():
+            pass
+        op.on_kill()
