@@ -376,8 +376,9 @@ def test_invalid_extra_json_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         "AIRFLOW_CONN_TC_BADEXTRA",
         json.dumps({"conn_type": "truconnect", "login": "a", "password": "b", "extra": "{not json"}),
     )
-    with pytest.raises(Exception, match="(?i)extra"):
+    with pytest.raises(TruConnectConfigError) as info:
         TruConnectHook("tc_badextra").client_config  # noqa: B018
+    assert info.value.field == "extra" and "not valid JSON" in str(info.value)
 
 
 def test_insecure_http_allowed_explicitly(monkeypatch: pytest.MonkeyPatch) -> None:

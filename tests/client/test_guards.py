@@ -1,0 +1,431 @@
+"""The client rules that guard money and secrets, each asserted so that breaking it fails a test (issue 11).
+
+* a connect timeout proves the request never left (``sent=False``), so even an order POST may be retried, while a read
+  timeout does not;
+* ``join_link`` joins a link that already carries the API prefix to the origin, not to the base, and recognises the
+  prefix only as a whole path segment;
+* ``TokenCache.invalidate`` is a compare-and-swap: a 401 answered to an old token never discards a newer one;
+* valid extra headers reach the server, on both transports.
+
+The socket-level twins of the first and third rules (a real connect timeout against a port that does not answer, and a
+stale token against the emulator) are in ``tests/reliability/test_reliability_guards.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import requests
+
+from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient
+from airflow_provider_truconnect.client.auth import Token, TokenCache, TokenManager
+from airflow_provider_truconnect.client.client import TruConnectClient
+from airflow_provider_truconnect.client.config import ClientConfig
+from airflow_provider_truconnect.client.core import USER_AGENT, outcome_unknown
+from airflow_provider_truconnect.client.errors import (
+    TruConnectConfigError,
+    TruConnectConnectionError,
+    TruConnectOrderUncertainError,
+    TruConnectPaginationError,
+)
+from airflow_provider_truconnect.client.pagination import join_link
+from airflow_provider_truconnect.client.retry import RetryPolicy
+
+BASE = "https://api.example.com/connect-api"
+KEY = ("https://api.example.com/token", "client", "", "digest")
+
+
+# ------------------------------------------------------------------------------------- connect timeout: not sent
+ORDER = {
+    "operation_type": "ACTIVATION",
+    "sim_type": "ESIM",
+    "country": "GB",
+    "product": {"id": "p-1"},
+    "subscriber": {
+        "email": "ada@example.com",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "country_of_residence": "GB",
+        "device": {"operating_system": "ios", "model": "iPhone", "id": "1"},
+    },
+}
+TOKEN_BODY = {"access_token": "access-1", "token_type": "Bearer", "expires_in": 300}
+
+
+def _order_config() -> ClientConfig:
+    return ClientConfig(
+        client_id="id", client_secret="secret", api_base=BASE, oauth_url="https://api.example.com/token"
+    )
+
+
+def _response(status: int, body: dict[str, Any]) -> requests.Response:
+    resp = requests.Response()
+    resp.status_code = status
+    resp.headers["Content-Type"] = "application/json"
+    resp._content = json.dumps(body).encode()
+    return resp
+
+
+class SyncTransport:
+    """Stands in for ``requests.Session.request``: answers the token endpoint, fails the first order POSTs."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+        self.order_posts = 0
+
+    def __call__(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        if url.endswith("/token"):
+            return _response(200, TOKEN_BODY)
+        assert (method, url) == ("POST", f"{BASE}/v2/orders")
+        self.order_posts += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return _response(201, {"id": "o-1", "status": "ACCEPTED"})
+
+
+class AsyncTransport:
+    """The same for httpx, as an ``httpx.MockTransport`` handler."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+        self.order_posts = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json=TOKEN_BODY)
+        assert (request.method, str(request.url)) == ("POST", f"{BASE}/v2/orders")
+        self.order_posts += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return httpx.Response(201, json={"id": "o-1", "status": "ACCEPTED"})
+
+
+def _place_order(mode: str, failures: list[Exception], mocker: Any) -> tuple[Any, int, list[float]]:
+    """Place ``ORDER`` through the sync or async client over a fake transport; returns (result or error, order POSTs
+    sent, retry waits)."""
+    waits: list[float] = []
+
+    async def asleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    policy = RetryPolicy(max_retries=2, sleep=waits.append, asleep=asleep)
+    if mode == "sync":
+        transport: SyncTransport | AsyncTransport = SyncTransport(failures)
+        client = TruConnectClient(_order_config(), token_cache=TokenCache(), retry_policy=policy)
+        mocker.patch.object(client.session, "request", side_effect=transport)
+        try:
+            result: Any = client.request("POST", "/v2/orders", json=ORDER)
+        except Exception as exc:
+            result = exc
+        finally:
+            client.close()
+        return result, transport.order_posts, waits
+
+    transport = AsyncTransport(failures)
+
+    async def place() -> Any:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(transport))
+        async with AsyncTruConnectClient(
+            _order_config(), http_client=http, token_cache=TokenCache(), retry_policy=policy
+        ) as client:
+            try:
+                return await client.request("POST", "/v2/orders", json=ORDER)
+            except Exception as exc:
+                return exc
+            finally:
+                await http.aclose()
+
+    return asyncio.run(place()), transport.order_posts, waits
+
+
+def _connect_timeout(mode: str) -> Exception:
+    return requests.exceptions.ConnectTimeout("connect timed out") if mode == "sync" else httpx.ConnectTimeout("x")
+
+
+def _read_timeout(mode: str) -> Exception:
+    return requests.exceptions.ReadTimeout("read timed out") if mode == "sync" else httpx.ReadTimeout("x")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_order_post_that_hit_a_connect_timeout_is_sent_again(mode: str, mocker: Any) -> None:
+    result, posts, waits = _place_order(mode, [_connect_timeout(mode)], mocker)
+    assert result == {"id": "o-1", "status": "ACCEPTED"}
+    assert posts == 2 and len(waits) == 1
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_connect_timeout_for_good_is_a_connection_error_not_an_uncertain_order(mode: str, mocker: Any) -> None:
+    result, posts, waits = _place_order(mode, [_connect_timeout(mode) for _ in range(3)], mocker)
+    assert type(result) is TruConnectConnectionError
+    assert str(result).startswith("POST /connect-api/v2/orders: connect timeout")
+    assert result.sent is False and result.retryable and not outcome_unknown(result)
+    assert result.correlation_id
+    assert posts == 3 and len(waits) == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_order_post_that_hit_a_read_timeout_is_not_sent_again(mode: str, mocker: Any) -> None:
+    result, posts, waits = _place_order(mode, [_read_timeout(mode)], mocker)
+    assert isinstance(result, TruConnectOrderUncertainError)
+    assert "read timeout" in str(result) and "MAY have been created" in str(result)
+    assert posts == 1 and waits == []
+
+
+# ------------------------------------------------------------------------------------------------- join_link
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        ("/connect-api/v2/subscriptions?page=2", f"{BASE}/v2/subscriptions?page=2"),
+        ("connect-api/v2/subscriptions?page=2", f"{BASE}/v2/subscriptions?page=2"),
+        ("/connect-api", BASE),
+        ("/v2/subscriptions?page=2", f"{BASE}/v2/subscriptions?page=2"),
+        ("v2/subscriptions", f"{BASE}/v2/subscriptions"),
+        # Only a whole path segment is the prefix: these are paths below the base.
+        ("/connect-apix/v2/subscriptions", f"{BASE}/connect-apix/v2/subscriptions"),
+        ("/connect/v2/subscriptions", f"{BASE}/connect/v2/subscriptions"),
+        ("{BASE_URL}/v2/subscriptions?page=3", f"{BASE}/v2/subscriptions?page=3"),
+        ("{BASE_URL}v2/subscriptions", f"{BASE}/v2/subscriptions"),
+        ("  /v2/x  ", f"{BASE}/v2/x"),
+        (f"{BASE}/v2/subscriptions?page=4", f"{BASE}/v2/subscriptions?page=4"),
+        ("https://API.example.com:443/connect-api/v2/x", "https://API.example.com:443/connect-api/v2/x"),
+        # A URL in the query string does not make a link absolute.
+        ("/v2/x?next=https://evil.example/", f"{BASE}/v2/x?next=https://evil.example/"),
+    ],
+)
+def test_join_link_keeps_the_api_prefix_once(link: str, expected: str) -> None:
+    assert join_link(BASE, link) == expected
+    assert join_link(BASE + "/", link) == expected
+
+
+def test_join_link_on_a_base_without_a_path_prefixes_nothing() -> None:
+    assert join_link("https://api.example.com", "/v2/x?page=2") == "https://api.example.com/v2/x?page=2"
+    assert join_link("https://api.example.com/", "v2/x") == "https://api.example.com/v2/x"
+
+
+@pytest.mark.parametrize(
+    ("link", "reason"),
+    [
+        ("https://evil.example/connect-api/v2/x", "another origin"),
+        ("http://api.example.com/connect-api/v2/x", "another origin"),  # same host, other scheme
+        ("https://api.example.com:8443/connect-api/v2/x", "another origin"),  # same host, other port
+        ("//evil.example/connect-api/v2/x", "another origin"),  # scheme-relative
+        ("https://api.example.com:99999/v2/x", "not a valid URL"),
+        ("http://[::1/v2/x", "not a valid URL"),
+        ("", "Empty"),
+        ("   ", "Empty"),
+    ],
+)
+def test_join_link_refuses_to_send_credentials_elsewhere(link: str, reason: str) -> None:
+    with pytest.raises(TruConnectPaginationError) as info:
+        join_link(BASE, link)
+    assert reason in str(info.value)
+
+
+def test_the_client_joins_endpoints_with_join_link() -> None:
+    client = TruConnectClient(ClientConfig(client_id="id", client_secret="secret", api_base=BASE))
+    try:
+        assert client.url_for("/connect-api/v2/sims/1") == f"{BASE}/v2/sims/1"
+        assert client.url_for("/v2/sims/1") == f"{BASE}/v2/sims/1"
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------------------------------ token cache: compare-and-swap
+def token(value: str, *, obtained_at: float = 1_000.0, lifetime: float = 300.0, refresh: str | None = None) -> Token:
+    return Token(
+        access_token=value,
+        token_type="Bearer",
+        obtained_at=obtained_at,
+        expires_at=obtained_at + lifetime,
+        refresh_token=refresh,
+        refresh_expires_at=obtained_at + 1800 if refresh else None,
+    )
+
+
+def test_invalidating_an_old_token_leaves_the_newer_one_alone() -> None:
+    cache = TokenCache()
+    newer = token("token-B", refresh="refresh-B")
+    cache.put(KEY, newer)
+    cache.invalidate(KEY, "token-A")  # a late 401 for the token that newer replaced
+    kept = cache.get(KEY)
+    assert kept is newer and kept.is_fresh(1_001.0)
+    assert cache.was_rejected(KEY, "token-A") and not cache.was_rejected(KEY, "token-B")
+
+
+def test_invalidating_the_current_token_expires_it_but_keeps_its_refresh_token() -> None:
+    cache = TokenCache()
+    cache.put(KEY, token("token-B", refresh="refresh-B"))
+    cache.invalidate(KEY, "token-B")
+    expired = cache.get(KEY)
+    assert expired is not None and not expired.is_fresh(1_001.0)
+    assert expired.access_token == "token-B" and expired.refresh_token == "refresh-B"
+    assert expired.can_refresh(1_001.0)
+    assert cache.was_rejected(KEY, "token-B")
+
+
+def test_invalidating_without_a_token_expires_whatever_is_cached() -> None:
+    cache = TokenCache()
+    cache.put(KEY, token("token-B"))
+    cache.invalidate(KEY)
+    expired = cache.get(KEY)
+    assert expired is not None and expired.access_token == "token-B" and not expired.is_fresh(1_001.0)
+    assert not cache.was_rejected(KEY, "token-B")
+    cache.invalidate(("other", "key", "", "x"), "token-B")  # nothing cached there: nothing to do
+    assert cache.get(("other", "key", "", "x")) is None
+
+
+def test_a_401_seen_by_one_thread_after_another_renewed_keeps_the_renewal() -> None:
+    # Thread 1 sends with token A; thread 2 meanwhile sees A rejected and renews to B; then thread 1's 401 for A
+    # arrives. Without the compare-and-swap, thread 1 would throw B away and every thread would renew again.
+    now = [1_000.0]
+    config = ClientConfig(client_id="id", client_secret="secret", api_base=BASE)
+    cache = TokenCache()
+    issued: list[str] = []
+
+    def fetch(grant: Any, previous: Token | None) -> Token:
+        issued.append(f"token-{len(issued) + 1}")
+        return token(issued[-1], obtained_at=now[0])
+
+    manager = TokenManager(config, cache=cache, clock=lambda: now[0])
+    first = manager.get_token(fetch)
+    sent = threading.Event()
+    renewed = threading.Event()
+    seen: dict[str, Token] = {}
+
+    def thread_1() -> None:
+        seen["sent with"] = manager.get_token(fetch)
+        sent.set()
+        assert renewed.wait(10)
+        manager.invalidate(seen["sent with"])  # its 401 arrives late
+
+    def thread_2() -> None:
+        assert sent.wait(10)
+        manager.invalidate(first)
+        seen["renewed"] = manager.get_token(fetch)
+        renewed.set()
+
+    threads = [threading.Thread(target=thread_1), threading.Thread(target=thread_2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen["sent with"].access_token == "token-1"
+    assert seen["renewed"].access_token == "token-2"
+    after = manager.get_token(fetch)
+    assert after.access_token == "token-2" and issued == ["token-1", "token-2"]
+
+
+# ------------------------------------------------------------------------------------------- extra headers
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers the token endpoint and ``GET /connect-api/v2/echo``, recording every request's headers."""
+
+    seen: list[tuple[str, str, dict[str, str]]]
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append(("POST", self.path, dict(self.headers.items())))
+        self._answer(200, {"access_token": "recorder-token", "token_type": "Bearer", "expires_in": 300})
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.seen.append(("GET", self.path, dict(self.headers.items())))
+        self._answer(200, {"ok": True})
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        return
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    handler = type("Recorder", (_Recorder,), {"seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _config(url: str) -> ClientConfig:
+    return ClientConfig(
+        client_id="id", client_secret="secret", api_base=f"{url}/connect-api", oauth_url=f"{url}/token", max_retries=0
+    )
+
+
+EXTRA = {"X-Partner-Ref": "batch-7\tretry", "If-None-Match": '"v1"', "x-lower": "kept"}
+
+
+def _api_headers(seen: list[tuple[str, str, dict[str, str]]]) -> dict[str, str]:
+    api = [headers for method, path, headers in seen if path.startswith("/connect-api/v2/echo")]
+    assert len(api) == 1
+    return {name.lower(): value for name, value in api[0].items()}
+
+
+def _check_sent(headers: dict[str, str]) -> None:
+    assert headers["x-partner-ref"] == "batch-7\tretry"
+    assert headers["if-none-match"] == '"v1"'
+    assert headers["x-lower"] == "kept"
+    # The client's own headers are still there next to the caller's.
+    assert headers["authorization"] == "Bearer recorder-token"
+    assert headers["user-agent"] == USER_AGENT
+    assert headers["accept"] == "application/json"
+    assert headers["x-correlation-id"]
+
+
+def test_valid_extra_headers_reach_the_server_sync(
+    recorder: tuple[str, list[tuple[str, str, dict[str, str]]]],
+) -> None:
+    url, seen = recorder
+    with TruConnectClient(_config(url), token_cache=TokenCache()) as client:
+        assert client.request("GET", "/v2/echo", headers=EXTRA) == {"ok": True}
+    _check_sent(_api_headers(seen))
+
+
+def test_valid_extra_headers_reach_the_server_async(
+    recorder: tuple[str, list[tuple[str, str, dict[str, str]]]],
+) -> None:
+    url, seen = recorder
+
+    async def call() -> Any:
+        async with AsyncTruConnectClient(_config(url), token_cache=TokenCache()) as client:
+            return await client.request("GET", "/v2/echo", headers=EXTRA)
+
+    assert asyncio.run(call()) == {"ok": True}
+    _check_sent(_api_headers(seen))
+
+
+def test_base_headers_add_the_callers_headers_after_checking_them() -> None:
+    client = TruConnectClient(ClientConfig(client_id="id", client_secret="secret", api_base=BASE))
+    try:
+        headers = client.base_headers("cid-1", {"X-Partner-Ref": "p-1"}, has_body=True)
+        assert headers == {
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Correlation-ID": "cid-1",
+            "Content-Type": "application/json",
+            "X-Partner-Ref": "p-1",
+        }
+        assert "Content-Type" not in client.base_headers("cid-2", None, has_body=False)
+        with pytest.raises(TruConnectConfigError) as info:
+            client.base_headers("cid-3", {"X-Ok": "1", "Bad Name": "v"}, has_body=False)
+        assert info.value.field.startswith("headers.")
+    finally:
+        client.close()
