@@ -89,6 +89,7 @@ def test_each_example_file_parses_alone(path: Path, no_network: None, record_pro
 
 
 def test_topup_dag_caps_and_validates_max_topups() -> None:
+    from airflow.providers.common.compat.sdk import ParamValidationError
     from airflow.sdk import Param
 
     from dags_examples.example_truconnect_low_balance_topup import truconnect_low_balance_topup
@@ -97,8 +98,9 @@ def test_topup_dag_caps_and_validates_max_topups() -> None:
     param = dag.params.get_param("max_topups")
     assert isinstance(param, Param)
     assert param.schema["maximum"] <= 50
-    with pytest.raises(Exception, match="(?i)maximum|less than"):
+    with pytest.raises(ParamValidationError, match="(?i)maximum|less than"):
         param.resolve(1000)
+    assert param.resolve(param.schema["maximum"]) == param.schema["maximum"]
 
 
 # ------------------------------------------------------------------------------------------------ selection rule
