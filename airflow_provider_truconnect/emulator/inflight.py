@@ -34,7 +34,7 @@ DEFAULT_PAUSE_LIMIT = 60.0
 class Ticket:
     """One request being served: its generation, and what wakes it while it waits."""
 
-    __slots__ = ("generation", "route", "thread", "held", "_loop", "_wake", "_release")
+    __slots__ = ("generation", "route", "thread", "held", "_loop", "_woken", "_released", "_wake", "_release")
 
     def __init__(self, generation: int, route: str) -> None:
         """Create on the event loop that serves the request.
@@ -47,10 +47,14 @@ class Ticket:
         self.thread = threading.get_ident()
         self.held = False
         self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._release = asyncio.Event()
+        # Events exist only once something waits: most requests never do, and each costs time on every request.
+        self._woken = self._released = False
+        self._wake: asyncio.Event | None = None
+        self._release: asyncio.Event | None = None
 
-    def _set(self, event: asyncio.Event) -> None:
+    def _set(self, event: asyncio.Event | None) -> None:
+        if event is None:
+            return  # nobody waits yet; a later wait sees the flag
         try:
             self._loop.call_soon_threadsafe(event.set)
         except RuntimeError:
@@ -58,21 +62,32 @@ class Ticket:
 
     def wake(self) -> None:
         """End this request's waits (thread-safe): its generation is over, or the server is stopping."""
+        self._woken = True
         self._set(self._wake)
 
     def release(self) -> None:
         """End a ``until="release"`` pause (thread-safe)."""
+        self._released = True
         self._set(self._release)
 
     async def wait(self, seconds: float | None, *, released: bool = False) -> bool:
-        """Wait until woken (or released), at most ``seconds``.
+        """Wait until woken (or released), at most ``seconds``. Call on the request's event loop.
 
         :param seconds: the longest wait; None waits until woken.
         :param released: wait for a release instead of a wake-up.
         :return: True when woken (or released), False when the time ran out.
         """
-        event = self._release if released else self._wake
-        if event.is_set():
+        if released:
+            if self._release is None:
+                self._release = asyncio.Event()
+            event = self._release
+        else:
+            if self._wake is None:
+                self._wake = asyncio.Event()
+            event = self._wake
+        # The flag is read after the event is in place: a wake-up from another thread either finds the event or has
+        # already set the flag.
+        if (self._released if released else self._woken) or event.is_set():
             return True
         try:
             await asyncio.wait_for(event.wait(), seconds)
