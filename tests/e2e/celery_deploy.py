@@ -770,13 +770,16 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - manual us
             examples = REPO_ROOT / "dags_examples"
             sources = [examples / ".airflowignore", *sorted(examples.glob("*.py")), *sorted(E2E_DAGS_DIR.glob("*.py"))]
             dep = CeleryDeployment(cache_conn_env(emu), sources)
-            with stop_on_termination(dep.stop):
-                dep.start()
-                print(f"Airflow (Celery) up at {dep.url} (admin / {dep.password}); emulator {emu.url}; {dep.timings}")
-                while True:
-                    time.sleep(1)
-                    dep.check_alive()
-            dep.cleanup()
+            try:
+                with stop_on_termination(dep.stop):
+                    dep.start()
+                    print(f"Airflow (Celery) up at {dep.url} (admin / {dep.password}); emulator {emu.url}")
+                    print(f"start-up: {dep.timings}")
+                    while True:
+                        time.sleep(1)
+                        dep.check_alive()
+            finally:
+                dep.cleanup()
     except KeyboardInterrupt:
         pass
 
