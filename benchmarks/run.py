@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("overhead", "tokens", "pagination", "triggerer", "imports")
+BENCHMARKS = ("overhead", "tokens", "pagination", "triggerer", "imports", "host_cache")
 
 
 def _prepare_environment() -> None:
@@ -85,7 +85,14 @@ def _loadavg() -> str:
 
 
 def _runner(name: str) -> Callable[[bool], Any]:
-    from benchmarks import bench_imports, bench_overhead, bench_pagination, bench_tokens, bench_triggerer
+    from benchmarks import (
+        bench_host_cache,
+        bench_imports,
+        bench_overhead,
+        bench_pagination,
+        bench_tokens,
+        bench_triggerer,
+    )
 
     return {
         "overhead": bench_overhead.run,
@@ -93,6 +100,7 @@ def _runner(name: str) -> Callable[[bool], Any]:
         "pagination": bench_pagination.run,
         "triggerer": bench_triggerer.run,
         "imports": bench_imports.run,
+        "host_cache": bench_host_cache.run,
     }[name]
 
 

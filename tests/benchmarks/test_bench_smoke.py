@@ -20,6 +20,7 @@ SECTIONS = (
     "## 3. Pagination at scale",
     "## 4. Triggerer scale",
     "## 5. Import cost",
+    "## 6. Host token cache",
 )
 
 pytestmark = [pytest.mark.bench, pytest.mark.af3]
@@ -47,6 +48,6 @@ def test_quick_run_writes_all_five_tables(tmp_path: Path) -> None:
         assert section in report, f"missing section {section!r}"
         table = report.split(section, 1)[1].split("\n## ", 1)[0]
         assert "\n|---" in table, f"section {section!r} has no table"
-    for name in ("overhead", "tokens", "pagination", "triggerer", "imports", "summary"):
+    for name in ("overhead", "tokens", "pagination", "triggerer", "imports", "host_cache", "summary"):
         data = json.loads((json_dir / f"{name}.json").read_text(encoding="utf-8"))
         assert data["quick"] is True
