@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("overhead", "tokens", "pagination", "triggerer", "imports", "host_cache")
+BENCHMARKS = ("overhead", "tokens", "pagination", "triggerer", "imports", "host_cache", "celery")
 
 
 def _prepare_environment() -> None:
@@ -86,6 +86,7 @@ def _loadavg() -> str:
 
 def _runner(name: str) -> Callable[[bool], Any]:
     from benchmarks import (
+        bench_celery,
         bench_host_cache,
         bench_imports,
         bench_overhead,
@@ -101,6 +102,7 @@ def _runner(name: str) -> Callable[[bool], Any]:
         "triggerer": bench_triggerer.run,
         "imports": bench_imports.run,
         "host_cache": bench_host_cache.run,
+        "celery": bench_celery.run,
     }[name]
 
 
