@@ -35,8 +35,9 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
 
     Connection fields: *host* = API base URL (default production), *login* = client ID, *password* = client secret;
     extras ``oauth_url``, ``scope``, ``client_auth``, ``timeout``, ``max_retries``, ``verify_ssl``,
-    ``allow_insecure_http`` (see :class:`~airflow_provider_truconnect.client.config.ClientConfig`).
-    Tokens are cached per process and shared by every hook of the same credentials.
+    ``allow_insecure_http``, ``oauth_cache`` (see :class:`~airflow_provider_truconnect.client.config.ClientConfig`).
+    Tokens are cached per process and shared by every hook of the same credentials; with ``oauth_cache=host``, by
+    every process of the same user on this host too (:mod:`airflow_provider_truconnect.client.host_cache`).
 
     :param truconnect_conn_id: the Airflow connection id.
     :param connection: use this Connection instead of looking one up (handy in tests).
