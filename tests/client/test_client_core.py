@@ -32,8 +32,10 @@ from airflow_provider_truconnect.client.orders import validate_order
 from airflow_provider_truconnect.client.paths import order_path
 from airflow_provider_truconnect.client.responses import error_details, error_for_response
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.tls import TlsTrust
 
 BASE = "https://api.example.com/connect-api"
+TRUST = TlsTrust(True)
 
 
 def config(**kwargs: Any) -> ClientConfig:
@@ -196,7 +198,7 @@ def test_order_path_encodes_and_validates() -> None:
     ],
 )
 def test_requests_building_errors_are_not_retried(exc: requests.RequestException, field: str) -> None:
-    err = _requests_error(exc, "POST /connect-api/v2/orders", "cid")
+    err = _requests_error(exc, "POST /connect-api/v2/orders", "cid", TRUST)
     assert isinstance(err, TruConnectConfigError) and err.field == field
     assert not err.retryable and err.sent is False
     assert not RetryPolicy().should_retry(err, idempotent=True)
@@ -205,7 +207,7 @@ def test_requests_building_errors_are_not_retried(exc: requests.RequestException
 
 def test_requests_transport_errors_stay_retryable() -> None:
     for exc in (requests.exceptions.ConnectionError("reset"), requests.exceptions.ReadTimeout("slow")):
-        err = _requests_error(exc, "GET /x", "cid")
+        err = _requests_error(exc, "GET /x", "cid", TRUST)
         assert isinstance(err, TruConnectConnectionError) and err.retryable
 
 
@@ -218,7 +220,7 @@ def test_requests_transport_errors_stay_retryable() -> None:
     ],
 )
 def test_httpx_building_errors_are_not_retried(exc: Exception, field: str) -> None:
-    err = _httpx_error(exc, "POST /connect-api/v2/orders", "cid")
+    err = _httpx_error(exc, "POST /connect-api/v2/orders", "cid", TRUST)
     assert isinstance(err, TruConnectConfigError) and err.field == field
     assert not err.retryable and err.sent is False
 
@@ -234,9 +236,10 @@ def _connect_error_caused_by(cause: BaseException) -> httpx.ConnectError:
 
 
 def test_httpx_tls_failure_is_not_retried_but_a_refusal_is() -> None:
-    tls = _httpx_error(_connect_error_caused_by(ssl.SSLCertVerificationError(1, "verify failed")), "GET /x", "c")
-    assert isinstance(tls, TruConnectConnectionError) and "TLS" in str(tls) and not tls.retryable
-    refused = _httpx_error(_connect_error_caused_by(ConnectionRefusedError(111, "refused")), "GET /x", "c")
+    tls = _httpx_error(_connect_error_caused_by(ssl.SSLCertVerificationError(1, "verify failed")), "GET /x", "c", TRUST)
+    assert isinstance(tls, TruConnectConnectionError) and "certificate is not trusted" in str(tls)
+    assert not tls.retryable and tls.sent is False  # refused in the handshake: the request never left
+    refused = _httpx_error(_connect_error_caused_by(ConnectionRefusedError(111, "refused")), "GET /x", "c", TRUST)
     assert isinstance(refused, TruConnectConnectionError) and refused.retryable and refused.sent is False
 
 
