@@ -309,16 +309,18 @@ class TruConnectSensorTrigger(_TruConnectPollingTrigger):
                 else:
                     found, value = extract_field(body, self.field_path)
                     if found and value in self.accepted_values:
+                        # Events are stored in the metadata database: no activation code goes there, not even in
+                        # the message.
+                        secret = isinstance(value, str) and value in activation_codes(body)
                         event: dict[str, Any] = {
                             "status": "success",
-                            "message": f"{self.endpoint}: {self.field_path} is {value!r}",
+                            "message": f"{self.endpoint}: {self.field_path} is "
+                            + ("<activation code>" if secret else repr(value)),
                             "endpoint": self.endpoint,
                             "check": "condition",
                             "field_path": self.field_path,
                         }
                         small = bounded_value(value)
-                        # Events are stored in the metadata database: no activation code goes there.
-                        secret = isinstance(value, str) and value in activation_codes(body)
                         if (small is not None or value is None) and not secret:
                             event["value"] = small
                         return event
