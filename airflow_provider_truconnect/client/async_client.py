@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from airflow_provider_truconnect.client.async_pool import request_slot
+from airflow_provider_truconnect.client.async_pool import new_http_client, request_slot
 from airflow_provider_truconnect.client.auth import GrantRequest, Token, TokenCache
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.core import RawResponse, _authorised, _ClientCore, describe
@@ -26,22 +26,6 @@ from airflow_provider_truconnect.client.paths import order_path
 from airflow_provider_truconnect.client.responses import expect_object
 from airflow_provider_truconnect.client.retry import RetryPolicy
 from airflow_provider_truconnect.client.tls import TlsTrust, caused_by, tls_error
-
-
-def new_http_client(config: ClientConfig) -> httpx.AsyncClient:
-    """The ``httpx.AsyncClient`` (connection pool) for a configuration: its TLS trust, timeouts and limits.
-
-    The one place where the async transport is configured; clients built for the same settings may share one.
-
-    :param config: the client configuration.
-    :return: a new client; the caller closes it.
-    """
-    return httpx.AsyncClient(
-        verify=config.trust.ssl_context(),
-        timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-        limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
-        follow_redirects=False,
-    )
 
 
 class AsyncTruConnectClient(_ClientCore):

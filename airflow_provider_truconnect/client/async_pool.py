@@ -2,11 +2,11 @@
 
 A triggerer runs every trigger in one event loop. Were each trigger to open its own pool, 1,000 deferred waits would
 keep 1,000 TCP (and TLS) connections to the API open between their polls; sharing one pool per loop bounds them by
-the pool's limit (``max_connections`` of :func:`~airflow_provider_truconnect.client.async_client.new_http_client`),
+the pool's limit (``max_connections`` of :func:`new_http_client`),
 and the waits reuse each other's connections.
 
 The pool is keyed by the running loop (an httpx pool belongs to the loop it was opened in) and by every setting of
-the configuration that :func:`~airflow_provider_truconnect.client.async_client.new_http_client` reads
+the configuration that :func:`new_http_client` reads
 (:data:`TRANSPORT_FIELDS`), so that two configurations share a pool only when it is the pool each would have built.
 Requests enter a shared pool through :func:`request_slot`, at most :data:`MAX_IN_FLIGHT` at a time: httpx's pool scans
 its whole queue of waiting requests whenever one is added or finishes, so 1,000 triggers polling at the same moment
@@ -26,12 +26,11 @@ import os
 import threading
 import weakref
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import httpx
 
 from airflow_provider_truconnect.client.config import ClientConfig
-
-if TYPE_CHECKING:
-    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +78,23 @@ def pool_key(config: ClientConfig) -> PoolKey:
     return tuple(getattr(config, name, None) for name in TRANSPORT_FIELDS)
 
 
+def new_http_client(config: ClientConfig) -> httpx.AsyncClient:
+    """The ``httpx.AsyncClient`` (connection pool) for a configuration: its TLS trust, timeouts and limits.
+
+    The one place where the async transport is configured; clients built for the same settings may share one.
+
+    :param config: the client configuration.
+    :return: a new client; the caller closes it.
+    """
+    return httpx.AsyncClient(
+        verify=config.trust.ssl_context(),
+        timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+        # Keep-alive for every connection the pool may open: a burst of polls then reuses them instead of reconnecting.
+        limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT),
+        follow_redirects=False,
+    )
+
+
 def shared_http_client(config: ClientConfig) -> httpx.AsyncClient:
     """The running loop's pool for this configuration's transport settings, built on first use.
 
@@ -88,8 +104,6 @@ def shared_http_client(config: ClientConfig) -> httpx.AsyncClient:
     :return: the shared ``httpx.AsyncClient``.
     :raises RuntimeError: when no event loop is running.
     """
-    from airflow_provider_truconnect.client.async_client import new_http_client
-
     loop = asyncio.get_running_loop()
     key = pool_key(config)
     with _GUARD:

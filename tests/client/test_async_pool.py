@@ -11,8 +11,13 @@ import httpx
 import pytest
 
 from airflow_provider_truconnect.client import async_pool
-from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient, new_http_client
-from airflow_provider_truconnect.client.async_pool import TRANSPORT_FIELDS, pool_key, shared_http_client
+from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient
+from airflow_provider_truconnect.client.async_pool import (
+    TRANSPORT_FIELDS,
+    new_http_client,
+    pool_key,
+    shared_http_client,
+)
 from airflow_provider_truconnect.client.auth import TokenCache
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.emulator.server import RunningEmulator
