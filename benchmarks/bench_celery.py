@@ -107,7 +107,7 @@ def measure(quick: bool) -> dict[str, Any]:
 def render(raw: dict[str, Any]) -> BenchResult:
     """:param raw: what :func:`measure` returned.
     :return: the table, headline and notes for ``BENCHMARKS.md``."""
-    from airflow_provider_truconnect.client.auth import renew_skew
+    from airflow_provider_truconnect.client.tokens import renew_skew
 
     width, hosts, startup, results = raw["width"], raw["hosts"], raw["startup"], raw["results"]
     rows: list[list[Any]] = []

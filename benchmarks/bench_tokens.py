@@ -67,7 +67,7 @@ def _run_threads(calls: int, threads: int, work: Callable[[int], None]) -> float
 
 
 def _hook_scenario(emu: Any, calls: int, threads: int, shared: bool, iccid: str) -> dict[str, Any]:
-    from airflow_provider_truconnect.client.auth import TokenCache
+    from airflow_provider_truconnect.client.token_cache import TokenCache
 
     emu.control.reset()
     emu.control.set_config(rate_limit_per_minute=None, access_token_lifetime=TOKEN_LIFETIME)

@@ -169,7 +169,7 @@ async def _wait_all_with_client(
 
 def _create_orders(emu: Any, waits: int) -> tuple[list[str], list[float], list[float]]:
     """Place ``waits`` orders with the sync hook; returns their ids, submit times and resume (one read) times."""
-    from airflow_provider_truconnect.client.auth import TokenCache
+    from airflow_provider_truconnect.client.token_cache import TokenCache
 
     # The creator uses its own token cache so that the triggers start with an empty process-wide cache.
     creator = truconnect_hook(emu, "truconnect_bench_orders", token_cache=TokenCache())
@@ -191,7 +191,7 @@ def _create_orders(emu: Any, waits: int) -> tuple[list[str], list[float], list[f
 
 def _wait_round(emu: Any, trigger_cls: Any, order_ids: list[str], poll: float, shared_pool: bool) -> dict[str, Any]:
     """One triggerer loop running a wait per order; what the emulator and the operating system saw."""
-    from airflow_provider_truconnect.client.auth import DEFAULT_TOKEN_CACHE
+    from airflow_provider_truconnect.client.token_cache import DEFAULT_TOKEN_CACHE
 
     DEFAULT_TOKEN_CACHE.clear()  # every round starts as a fresh triggerer
     port = urlsplit(emu.url).port

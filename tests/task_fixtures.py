@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_truconnect.client.auth import DEFAULT_TOKEN_CACHE
+from airflow_provider_truconnect.client.token_cache import DEFAULT_TOKEN_CACHE
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 
 #: Emulator seconds until an order is FULFILLING / COMPLETED: long enough to need a few polls, short for the suite.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient
-    from airflow_provider_truconnect.client.auth import DEFAULT_TOKEN_CACHE, Token, TokenCache, TokenManager
+    from airflow_provider_truconnect.client.auth import TokenManager
     from airflow_provider_truconnect.client.client import TruConnectClient
     from airflow_provider_truconnect.client.config import ClientConfig
     from airflow_provider_truconnect.client.errors import (
@@ -33,14 +33,16 @@ if TYPE_CHECKING:
     )
     from airflow_provider_truconnect.client.models import OrderStatus, SimStatus, SubscriptionStatus
     from airflow_provider_truconnect.client.retry import RetryPolicy
+    from airflow_provider_truconnect.client.token_cache import DEFAULT_TOKEN_CACHE, TokenCache
+    from airflow_provider_truconnect.client.tokens import Token
 
 _ERRORS = "airflow_provider_truconnect.client.errors"
 #: public name -> the submodule defining it.
 _SOURCES = {
     "AsyncTruConnectClient": "airflow_provider_truconnect.client.async_client",
-    "DEFAULT_TOKEN_CACHE": "airflow_provider_truconnect.client.auth",
-    "Token": "airflow_provider_truconnect.client.auth",
-    "TokenCache": "airflow_provider_truconnect.client.auth",
+    "DEFAULT_TOKEN_CACHE": "airflow_provider_truconnect.client.token_cache",
+    "Token": "airflow_provider_truconnect.client.tokens",
+    "TokenCache": "airflow_provider_truconnect.client.token_cache",
     "TokenManager": "airflow_provider_truconnect.client.auth",
     "TruConnectClient": "airflow_provider_truconnect.client.client",
     "ClientConfig": "airflow_provider_truconnect.client.config",

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 
 from airflow_provider_truconnect.client.async_pool import new_http_client, request_slot
-from airflow_provider_truconnect.client.auth import GrantRequest, Token, TokenCache
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.core import RawResponse, _authorised, _ClientCore, describe
 from airflow_provider_truconnect.client.errors import (
@@ -26,6 +25,8 @@ from airflow_provider_truconnect.client.paths import order_path
 from airflow_provider_truconnect.client.responses import expect_object
 from airflow_provider_truconnect.client.retry import RetryPolicy
 from airflow_provider_truconnect.client.tls import TlsTrust, caused_by, tls_error
+from airflow_provider_truconnect.client.token_cache import TokenCache
+from airflow_provider_truconnect.client.tokens import GrantRequest, Token
 
 
 class AsyncTruConnectClient(_ClientCore):

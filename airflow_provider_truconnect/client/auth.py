@@ -29,18 +29,12 @@ from airflow_provider_truconnect.client.token_cache import (
     acquire_without_blocking,
 )
 from airflow_provider_truconnect.client.tokens import (
-    DEFAULT_EXPIRES_IN,
-    REFRESH_SKEW_SECONDS,
     AsyncTokenFetcher,
     CacheKey,
     Clock,
-    GrantRequest,
     Token,
     TokenFetcher,
     build_grant,
-    parse_token_response,
-    renew_skew,
-    token_endpoint_error,
 )
 
 if TYPE_CHECKING:
@@ -48,24 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_EXPIRES_IN",
-    "DEFAULT_TOKEN_CACHE",
-    "REFRESH_SKEW_SECONDS",
-    "AsyncTokenFetcher",
-    "CacheKey",
-    "Clock",
-    "GrantRequest",
-    "Token",
-    "TokenCache",
-    "TokenFetcher",
-    "TokenManager",
-    "acquire_without_blocking",
-    "build_grant",
-    "parse_token_response",
-    "renew_skew",
-    "token_endpoint_error",
-]
+__all__ = ["TokenManager"]
 
 
 class TokenManager:

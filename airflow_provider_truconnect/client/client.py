@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from airflow_provider_truconnect.client.auth import GrantRequest, Token, TokenCache
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.core import (
     PAGE_LOG_EVERY,
@@ -33,6 +32,8 @@ from airflow_provider_truconnect.client.pagination import join_link, next_link, 
 from airflow_provider_truconnect.client.resources import ConnectV2Resources
 from airflow_provider_truconnect.client.retry import RetryPolicy
 from airflow_provider_truconnect.client.tls import TlsTrust, caused_by, tls_error
+from airflow_provider_truconnect.client.token_cache import TokenCache
+from airflow_provider_truconnect.client.tokens import GrantRequest, Token
 
 if TYPE_CHECKING:
     import requests

@@ -28,14 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_truconnect import __version__
-from airflow_provider_truconnect.client.auth import (
-    GrantRequest,
-    Token,
-    TokenCache,
-    TokenManager,
-    parse_token_response,
-    token_endpoint_error,
-)
+from airflow_provider_truconnect.client.auth import TokenManager
 from airflow_provider_truconnect.client.bodies import json_body
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.errors import (
@@ -49,6 +42,8 @@ from airflow_provider_truconnect.client.pagination import join_link
 from airflow_provider_truconnect.client.paths import is_order_creation
 from airflow_provider_truconnect.client.responses import decode_json, error_for_response, success_body
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.token_cache import TokenCache
+from airflow_provider_truconnect.client.tokens import GrantRequest, Token, parse_token_response, token_endpoint_error
 
 log = logging.getLogger("airflow_provider_truconnect.client")
 

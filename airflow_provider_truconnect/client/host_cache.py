@@ -1,10 +1,10 @@
 """Tokens shared by the processes of one user on one host: the ``oauth_cache=host`` connection extra.
 
 Every task process otherwise obtains its own token; with ``oauth_cache=host`` the processes of one user on one host
-share it through a small file, and a file lock makes renewal single-flight across them (the in-process per-key lock of
-:class:`~airflow_provider_truconnect.client.auth.TokenCache` is always taken first, the file lock second, never the
-other way round). :class:`~airflow_provider_truconnect.client.auth.TokenManager` drives it; this module only stores,
-locks and protects the file.
+share it through a small file, and a file lock makes renewal single-flight across them (the in-process per-key lock
+of :class:`~airflow_provider_truconnect.client.token_cache.TokenCache` is always taken first, the file lock second,
+never the other way round). :class:`~airflow_provider_truconnect.client.auth.TokenManager` drives it; this module only
+stores, locks and protects the file.
 
 The rules:
 

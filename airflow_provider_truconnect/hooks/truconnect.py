@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
-from airflow_provider_truconnect.client.auth import TokenCache
 from airflow_provider_truconnect.client.client import TruConnectClient
 from airflow_provider_truconnect.client.config import ClientConfig, normalise_extra
 from airflow_provider_truconnect.client.errors import TruConnectError
@@ -22,6 +21,7 @@ from airflow_provider_truconnect.client.models import activation_codes
 from airflow_provider_truconnect.client.paths import normalised_path
 from airflow_provider_truconnect.client.resources import ConnectV2Resources
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.get_provider_info import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR
 
 if TYPE_CHECKING:

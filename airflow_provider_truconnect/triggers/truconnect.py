@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient
-from airflow_provider_truconnect.client.auth import TokenCache
 from airflow_provider_truconnect.client.errors import (
     TruConnectError,
     TruConnectNotFoundError,
@@ -39,6 +38,7 @@ from airflow_provider_truconnect.client.models import (
     order_summary,
 )
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 
 T = TypeVar("T")

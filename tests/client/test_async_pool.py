@@ -18,8 +18,8 @@ from airflow_provider_truconnect.client.async_pool import (
     pool_key,
     shared_http_client,
 )
-from airflow_provider_truconnect.client.auth import TokenCache
 from airflow_provider_truconnect.client.config import ClientConfig
+from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 
 

@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient
-from airflow_provider_truconnect.client.auth import Token, TokenCache, TokenManager
+from airflow_provider_truconnect.client.auth import TokenManager
 from airflow_provider_truconnect.client.client import TruConnectClient
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.core import USER_AGENT, outcome_unknown
@@ -37,6 +37,8 @@ from airflow_provider_truconnect.client.errors import (
 )
 from airflow_provider_truconnect.client.pagination import join_link
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.token_cache import TokenCache
+from airflow_provider_truconnect.client.tokens import Token
 
 BASE = "https://api.example.com/connect-api"
 KEY = ("https://api.example.com/token", "client", "", "digest")

@@ -22,12 +22,12 @@ import pytest
 
 from airflow_provider_truconnect.client import host_cache
 from airflow_provider_truconnect.client.async_client import AsyncTruConnectClient
-from airflow_provider_truconnect.client.auth import TokenCache
 from airflow_provider_truconnect.client.client import TruConnectClient
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.errors import TruConnectConfigError, TruConnectServerError
 from airflow_provider_truconnect.client.host_cache import FileLock, HostTokenStore, SharedEntry
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.emulator.config import DEFAULT_CLIENT_ID, OTHER_CLIENT_ID
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from benchmarks.host_cache_worker import run_together

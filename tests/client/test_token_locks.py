@@ -8,8 +8,10 @@ import multiprocessing
 import threading
 import time
 
-from airflow_provider_truconnect.client.auth import GrantRequest, Token, TokenCache, TokenManager
+from airflow_provider_truconnect.client.auth import TokenManager
 from airflow_provider_truconnect.client.config import ClientConfig
+from airflow_provider_truconnect.client.token_cache import TokenCache
+from airflow_provider_truconnect.client.tokens import GrantRequest, Token
 
 
 def _config() -> ClientConfig:

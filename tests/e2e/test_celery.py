@@ -44,7 +44,7 @@ from celery_deploy import (
 from conftest import SMOKE_DAG_ID, dag_ids_under_test, dag_sources, wait_for_dags
 from leak_scan import find_leaks, leak_needles, scan_files
 
-from airflow_provider_truconnect.client.auth import renew_skew
+from airflow_provider_truconnect.client.tokens import renew_skew
 from airflow_provider_truconnect.emulator.server import RunningEmulator, run_emulator
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import Connection
 
-from airflow_provider_truconnect.client.auth import TokenCache
+from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks import truconnect as hook_module
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook

@@ -27,8 +27,8 @@ from airflow_provider_truconnect.client import (
     TruConnectConnectionError,
     TruConnectOrderUncertainError,
 )
-from airflow_provider_truconnect.client.auth import Token
 from airflow_provider_truconnect.client.config import ClientConfig
+from airflow_provider_truconnect.client.tokens import Token
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from tests.conftest import FakeClock
 from tests.reliability.support import activation_order

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_truconnect.client import RetryPolicy, TokenCache
-from airflow_provider_truconnect.client.auth import renew_skew
+from airflow_provider_truconnect.client.tokens import renew_skew
 from airflow_provider_truconnect.emulator.server import RunningEmulator, run_emulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from tests.reliability.support import connection_for, report

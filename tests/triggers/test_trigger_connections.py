@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from airflow_provider_truconnect.client.async_pool import pools_of_running_loop
-from airflow_provider_truconnect.client.auth import TokenCache
+from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger

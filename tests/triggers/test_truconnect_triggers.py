@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_truconnect.client.auth import TokenCache
 from airflow_provider_truconnect.client.models import (
     MAX_EVENT_VALUE_BYTES,
     bounded_value,
@@ -18,6 +17,7 @@ from airflow_provider_truconnect.client.models import (
     order_failure,
 )
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger, TruConnectSensorTrigger
