@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,15 +29,19 @@ from airflow_provider_truconnect.client.async_client import AsyncTruConnectClien
 from airflow_provider_truconnect.client.auth import TokenManager
 from airflow_provider_truconnect.client.client import TruConnectClient
 from airflow_provider_truconnect.client.config import ClientConfig
-from airflow_provider_truconnect.client.core import USER_AGENT, outcome_unknown
+from airflow_provider_truconnect.client.core import USER_AGENT, check_header, outcome_unknown
 from airflow_provider_truconnect.client.errors import (
     TruConnectConfigError,
     TruConnectConnectionError,
+    TruConnectOrderFailedError,
     TruConnectOrderUncertainError,
     TruConnectPaginationError,
+    TruConnectServerError,
 )
-from airflow_provider_truconnect.client.pagination import join_link
+from airflow_provider_truconnect.client.models import activation_codes, order_summary
+from airflow_provider_truconnect.client.pagination import join_link, next_link
 from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.tls import resolve_trust, tls_error
 from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.client.tokens import Token
 
@@ -431,3 +436,173 @@ def test_base_headers_add_the_callers_headers_after_checking_them() -> None:
         assert info.value.field.startswith("headers.")
     finally:
         client.close()
+
+
+# ------------------------------------------------------------------------------- activation codes: opt-in only
+ORDER_RESOURCE = {
+    "id": "o-1",
+    "status": "completed",
+    "output": {
+        "iccid": "8944000000000000001",
+        "subscription_id": "s-1",
+        "matching_id": "MATCH-1",
+        "data": {"code": "VOUCHER-1"},
+    },
+    "_metadata": {"links": {"_lpa": "1$rsp.truphone.com$MATCH-1", "_qrcode": "https://qr.example/1.png"}},
+}
+
+
+def test_an_order_summary_leaves_the_activation_codes_out_by_default() -> None:
+    assert order_summary(ORDER_RESOURCE) == {
+        "order_id": "o-1",
+        "status": "COMPLETED",
+        "iccid": "8944000000000000001",
+        "subscription_id": "s-1",
+    }
+
+
+def test_an_order_summary_has_the_activation_codes_when_asked() -> None:
+    assert order_summary(ORDER_RESOURCE, include_activation_codes=True) == {
+        "order_id": "o-1",
+        "status": "COMPLETED",
+        "iccid": "8944000000000000001",
+        "subscription_id": "s-1",
+        "matching_id": "MATCH-1",
+        "lpa": "LPA:1$rsp.truphone.com$MATCH-1",
+        "qr_code_url": "https://qr.example/1.png",
+        "voucher_code": "VOUCHER-1",
+    }
+
+
+def test_an_order_summary_drops_what_the_order_lacks() -> None:
+    assert order_summary({"id": "o-2", "status": "ACCEPTED"}) == {"order_id": "o-2", "status": "ACCEPTED"}
+    assert order_summary({"id": "o-3", "status": "FULFILLING", "output": ["not", "a", "mapping"]}) == {
+        "order_id": "o-3",
+        "status": "FULFILLING",
+    }
+    assert order_summary({"status": "nonsense"}, include_activation_codes=True) == {"status": "UNKNOWN"}
+
+
+def test_an_lpa_is_derived_from_the_matching_id_when_the_link_is_missing() -> None:
+    order = {"id": "o-4", "status": "COMPLETED", "output": {"matching_id": "MATCH-4"}}
+    summary = order_summary(order, include_activation_codes=True)
+    assert summary["lpa"] == "LPA:1$rsp.truphone.com$MATCH-4" and summary["matching_id"] == "MATCH-4"
+    assert set(activation_codes(order)) == {"MATCH-4", "LPA:1$rsp.truphone.com$MATCH-4", "1$rsp.truphone.com$MATCH-4"}
+
+
+def test_every_activation_code_is_found_for_masking() -> None:
+    assert set(activation_codes(ORDER_RESOURCE)) == {
+        "MATCH-1",
+        "LPA:1$rsp.truphone.com$MATCH-1",
+        "1$rsp.truphone.com$MATCH-1",
+        "https://qr.example/1.png",
+        "VOUCHER-1",
+    }
+    assert activation_codes(["not", "a", "resource"]) == []
+    assert activation_codes({"id": "o-5", "status": "ACCEPTED"}) == []
+
+
+# ------------------------------------------------------------------------------ pagination: same origin, ports
+@pytest.mark.parametrize(
+    ("base", "link"),
+    [
+        ("http://api.example.com/connect-api", "http://api.example.com:80/connect-api/v2/x"),
+        ("http://api.example.com:80/connect-api", "http://API.example.com/connect-api/v2/x"),
+        ("https://api.example.com:443/connect-api", "https://api.example.com/connect-api/v2/x"),
+    ],
+)
+def test_default_ports_are_the_same_origin(base: str, link: str) -> None:
+    assert join_link(base, link) == link
+
+
+def test_an_invalid_link_is_named_without_its_text() -> None:
+    with pytest.raises(TruConnectPaginationError) as info:
+        join_link(BASE, "https://api.example.com:99999/v2/x?token=s3cret")
+    assert info.value.message == "Pagination link is not a valid URL"
+    assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize("link", ["", "   ", None, 7, ["/v2/x"]])
+def test_a_blank_or_odd_next_link_ends_the_pagination(link: Any) -> None:
+    assert next_link({"data": [1], "_metadata": {"links": {"_next": link}}}) is None
+
+
+# --------------------------------------------------------------------------------------- header check messages
+@pytest.mark.parametrize(
+    ("name", "value", "field", "problem"),
+    [
+        ("Bad Name", "v", "headers.'Bad Name'", "is not a valid header name (letters, digits, '-')"),
+        ("authorization", "Bearer x", "headers.Authorization", "is set by the hook; do not pass it"),
+        ("X-Number", 7, "headers.X-Number", "must be a string, got int"),
+        (
+            "X-Line",
+            "a\r\nInjected: 1",
+            "headers.X-Line",
+            "must be printable ASCII without line breaks (CR/LF) or other control characters",
+        ),
+    ],
+)
+def test_header_errors_name_the_header_and_the_problem(name: str, value: Any, field: str, problem: str) -> None:
+    with pytest.raises(TruConnectConfigError) as info:
+        check_header(name, value)
+    assert info.value.field == field
+    assert problem in str(info.value)
+    if isinstance(value, str) and value != "v":
+        assert value not in str(info.value)  # header values may be secret
+
+
+def test_a_long_bad_header_name_is_cut_in_the_error() -> None:
+    name = "Bad Name " + "x" * 200
+    with pytest.raises(TruConnectConfigError) as info:
+        check_header(name, "v")
+    assert info.value.field == f"headers.{name!r}"[:80] and len(info.value.field) == 80
+
+
+# ------------------------------------------------------------------------------------------- errors and TLS
+def test_an_order_failed_error_carries_the_order() -> None:
+    err = TruConnectOrderFailedError("Order o-1 FAILED", order_id="o-1", error_type="ORDER_FAILED", messages=["x"])
+    assert err.order_id == "o-1" and err.error_type == "ORDER_FAILED" and err.messages == ("x",)
+    assert err.message == "Order o-1 FAILED" and not err.retryable
+
+
+def test_a_refused_certificate_is_unsent_and_names_its_trust() -> None:
+    trust = resolve_trust(True)
+    try:
+        raise ssl.SSLCertVerificationError(1, "certificate verify failed")
+    except ssl.SSLError as cause:
+        refused = tls_error(cause, "POST /connect-api/v2/orders", trust, "cid-9")
+    assert refused.message == (
+        "POST /connect-api/v2/orders: the server's certificate is not trusted (trust from extra.verify_ssl; set the "
+        "connection's verify_ssl to a CA bundle path to trust a private CA)"
+    )
+    assert refused.sent is False and not refused.retryable and refused.correlation_id == "cid-9"
+    other = tls_error(ssl.SSLEOFError(8, "EOF"), "POST /connect-api/v2/orders", trust, "cid-10")
+    assert other.message.startswith("POST /connect-api/v2/orders: TLS failed (SSLEOFError) (trust from")
+    assert other.sent is True and not other.retryable and other.correlation_id == "cid-10"
+
+
+def test_an_order_that_is_not_an_object_is_named_in_the_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json=TOKEN_BODY)
+        return httpx.Response(200, json=["not", "an", "order"])
+
+    async def fetch() -> Exception:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        config = ClientConfig(
+            client_id="id", client_secret="secret", api_base=BASE, oauth_url="https://api.example.com/token"
+        )
+        async with AsyncTruConnectClient(
+            config, http_client=http, token_cache=TokenCache(), retry_policy=RetryPolicy(max_retries=0)
+        ) as client:
+            try:
+                await client.get_order("o-1")
+            except Exception as exc:
+                return exc
+            finally:
+                await http.aclose()
+        raise AssertionError("no error")
+
+    err = asyncio.run(fetch())
+    assert isinstance(err, TruConnectServerError) and err.retryable
+    assert err.message == "GET /v2/orders/o-1 answered with a JSON list where a resource was expected"

@@ -1,0 +1,193 @@
+"""Order-path rules asserted so that breaking one fails a test (issue 11; found by ``make mutate``).
+
+* the trigger event of an order becomes the summary or the right exception, whatever the event lacks;
+* a failure that must not be retried says so, with the provider's error as its message and cause;
+* after a deferral, activation codes (asked for with ``include_activation_codes``) are read on the worker, for the
+  order of the event, and the order id is pushed to XCom;
+* a wait on the worker that runs out names the order's last status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_provider_truconnect.client.errors import (
+    TruConnectError,
+    TruConnectOrderFailedError,
+    TruConnectOrderUncertainError,
+    TruConnectTimeoutError,
+)
+from airflow_provider_truconnect.client.models import (
+    ACTIVATION_CODE_FIELDS,
+    order_failed_error,
+    order_summary,
+)
+from airflow_provider_truconnect.emulator.server import RunningEmulator
+from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
+from airflow_provider_truconnect.operators.truconnect import ORDER_ID_XCOM_KEY, TruConnectCreateOrderOperator
+from airflow_provider_truconnect.order_waiting import fail_without_retries, handle_order_event, order_failed
+
+Body = Callable[..., dict[str, Any]]
+Ctx = Callable[..., dict[str, Any]]
+FAILED_NOTE = (
+    "The order will not change and the task is not retried, so that no second order is placed by accident; "
+    "place a new order deliberately (a new DAG run, or see the provider docs on re-running an order task)"
+)
+
+
+# ------------------------------------------------------------------------------------------- handle_order_event
+def test_a_success_event_gives_its_summary() -> None:
+    summary = {"order_id": "o-1", "status": "COMPLETED", "iccid": "8944"}
+    assert handle_order_event({"status": "success", "order_id": "o-1", "summary": summary}) == summary
+
+
+@pytest.mark.parametrize(
+    ("event", "order_id", "expected"),
+    [
+        ({"status": "success", "order_id": "o-1"}, None, "o-1"),
+        ({"status": "success", "order_id": "o-1", "summary": "not a mapping"}, "o-2", "o-1"),
+        ({"status": "success"}, "o-2", "o-2"),
+        ({"status": "success", "order_id": ""}, "o-2", "o-2"),
+        ({"status": "success"}, None, ""),
+    ],
+)
+def test_a_success_event_without_a_summary_names_the_order(
+    event: dict[str, Any], order_id: str | None, expected: str
+) -> None:
+    assert handle_order_event(event, order_id=order_id) == {"order_id": expected}
+
+
+def test_a_failed_event_fails_without_retries_with_the_api_messages() -> None:
+    event = {"status": "failed", "order_id": "o-1", "error_type": "ORDER_FAILED", "messages": ["No stock", 7]}
+    with pytest.raises(AirflowFailException) as info:
+        handle_order_event(event)
+    cause = info.value.__cause__
+    assert isinstance(cause, TruConnectOrderFailedError)
+    assert cause.order_id == "o-1" and cause.error_type == "ORDER_FAILED" and cause.messages == ("No stock", "7")
+    assert str(info.value) == f"{cause}. {FAILED_NOTE}"
+    assert str(cause) == str(order_failed_error("o-1", "ORDER_FAILED", ["No stock", "7"]))
+    assert str(cause).startswith("Order o-1 FAILED")
+
+
+def test_a_failed_event_without_details_uses_its_message() -> None:
+    with pytest.raises(AirflowFailException) as info:
+        handle_order_event({"status": "failed", "message": "gone wrong"}, order_id="o-2")
+    cause = info.value.__cause__
+    assert isinstance(cause, TruConnectOrderFailedError)
+    assert cause.order_id == "o-2" and cause.error_type is None and cause.messages == ("gone wrong",)
+
+
+def test_a_timeout_event_raises_the_timeout_with_its_message() -> None:
+    with pytest.raises(TruConnectTimeoutError) as info:
+        handle_order_event({"status": "timeout", "message": "Order o-1 not finished by the deadline"})
+    assert str(info.value).startswith("Order o-1 not finished by the deadline; it was placed and may still complete")
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"status": "error", "order_id": "o-1", "message": "HTTP 404"}, "Waiting for order o-1 failed: HTTP 404"),
+        ({"status": "error", "order_id": "o-1"}, "Waiting for order o-1 failed: no message"),
+        ({"status": "surprise", "order_id": "o-1", "message": "?"}, "Waiting for order o-1 failed: ?"),
+        (["not", "a", "mapping"], "Unexpected trigger event: list"),
+        (None, "Unexpected trigger event: NoneType"),
+    ],
+)
+def test_error_and_malformed_events_raise_with_their_message(event: Any, message: str) -> None:
+    with pytest.raises(TruConnectError) as info:
+        handle_order_event(event)
+    assert type(info.value) is TruConnectError and str(info.value) == message
+    seen: list[str] = []
+
+    def on_error(text: str) -> Any:
+        seen.append(text)
+        raise ValueError(text)
+
+    with pytest.raises(ValueError, match="^" + message.replace("?", r"\?") + "$"):
+        handle_order_event(event, on_error=on_error)
+    assert seen == [message]
+
+
+# ------------------------------------------------------------------------------------------ failing for good
+def test_fail_without_retries_keeps_the_message_and_adds_the_note() -> None:
+    exc = TruConnectOrderUncertainError("POST /v2/orders failed", correlation_id="cid-1")
+    assert str(fail_without_retries(exc)) == str(exc)
+    assert str(fail_without_retries(exc, "Check it first")) == f"{exc}. Check it first"
+    assert isinstance(fail_without_retries(exc), AirflowFailException)
+
+
+def test_order_failed_is_final_and_says_why() -> None:
+    failure = order_failed("o-1", "ORDER_FAILED", ["No stock"])
+    assert isinstance(failure, AirflowFailException)
+    assert isinstance(failure.__cause__, TruConnectOrderFailedError) and failure.__cause__.order_id == "o-1"
+    assert str(failure) == f"{order_failed_error('o-1', 'ORDER_FAILED', ['No stock'])}. {FAILED_NOTE}"
+
+
+# ------------------------------------------------------------------------------- activation codes after deferral
+def order_op(body: Any, **kwargs: Any) -> TruConnectCreateOrderOperator:
+    kwargs.setdefault("poll_interval", 0.05)
+    return TruConnectCreateOrderOperator(task_id="place_order", order=body, **kwargs)
+
+
+def test_activation_codes_asked_for_are_read_on_the_worker_after_the_trigger(
+    emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any
+) -> None:
+    with TruConnectHook() as hook:
+        order_id = hook.create_order(order_body())["id"]
+        emu.control.advance(10)
+        order = hook.get_order(order_id)
+    expected = order_summary(order, include_activation_codes=True)
+    assert set(ACTIVATION_CODE_FIELDS) & set(expected)
+    event = {"status": "success", "order_id": order_id, "summary": order_summary(order)}
+    ti = make_ti()
+    # A new operator object, as after a deferral: nothing of the order is known on it yet.
+    op = order_op(order_body(), deferrable=True, include_activation_codes=True)
+    assert op.execute_complete(make_ctx(ti=ti), event) == expected
+    assert ti.xcoms[ORDER_ID_XCOM_KEY] == order_id
+    assert emu.control.stats()["requests_by_route"]["GET /v2/orders/{order_id}"] == {"200": 2}
+
+
+def test_without_activation_codes_the_event_summary_is_returned_as_is(
+    emu: RunningEmulator, order_body: Body, make_ctx: Ctx
+) -> None:
+    summary = {"order_id": "o-1", "status": "COMPLETED", "iccid": "8944"}
+    op = order_op(order_body(), deferrable=True)
+    assert op.execute_complete(make_ctx(), {"status": "success", "order_id": "o-1", "summary": summary}) == summary
+    assert emu.control.stats()["requests_total"] == 0
+
+
+def test_the_result_is_read_again_for_another_order(emu: RunningEmulator, order_body: Body, make_ctx: Ctx) -> None:
+    with TruConnectHook() as hook:
+        first = hook.create_order(order_body())["id"]
+        second = hook.create_order(order_body())["id"]
+        emu.control.advance(10)
+        op = order_op(order_body(), include_activation_codes=True)
+        op._latest = hook.get_order(first)
+        expected = order_summary(hook.get_order(second), include_activation_codes=True)
+    assert op.get_job_result(second, make_ctx()) == expected
+    assert expected["order_id"] == second
+
+
+# ------------------------------------------------------------------------------------------ waiting on the worker
+def test_a_wait_on_the_worker_that_runs_out_names_the_last_status(
+    emu: RunningEmulator, order_body: Body, make_ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000.0]
+    slept: list[float] = []
+
+    def sleep(self: Any, seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(TruConnectCreateOrderOperator, "_now", lambda self: now[0])
+    monkeypatch.setattr(TruConnectCreateOrderOperator, "_sleep", sleep)
+    op = order_op(order_body(email="jane+slow@example.com"), poll_interval=4.0, wait_timeout=10.0, deferrable=False)
+    with pytest.raises(TruConnectTimeoutError) as info:
+        op.execute(make_ctx())
+    order_id = emu.control.orders()[0]["id"]
+    assert str(info.value).startswith(f"Order {order_id} not finished within 10 s (last status ACCEPTED)")
+    assert slept == [4.0, 4.0, 2.0]
