@@ -122,9 +122,17 @@ def truconnect_esim_provisioning() -> None:
         response_filter=lambda sim: {"iccid": sim.get("iccid"), "status": sim.get("status")},
     )
 
-    @task
-    def activation_details(order: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:
+    # The codes are read from XCom inside the task, not passed as arguments: arguments are rendered fields, which
+    # Airflow stores and shows in the UI. The return value is not logged either.
+    @task(show_return_value_in_logs=False)
+    def activation_details() -> dict[str, Any]:
         """Return what the subscriber needs to install the eSIM (never logged: the codes are secrets)."""
+        from airflow_provider_truconnect.hooks.truconnect import mask_activation_codes
+
+        ti = get_current_context()["ti"]
+        order = ti.xcom_pull(task_ids="place_order")
+        sim = ti.xcom_pull(task_ids="get_sim")
+        mask_activation_codes(order)  # this task process has not seen them yet: register them before any log line
         details = {
             "order_id": order["order_id"],
             "iccid": sim.get("iccid") or order.get("iccid"),
@@ -135,8 +143,7 @@ def truconnect_esim_provisioning() -> None:
         log.info("eSIM %s is %s; activation codes ready for delivery", details["iccid"], details["sim_status"])
         return details
 
-    choose_product() >> place_order >> get_sim
-    activation_details(place_order.output, get_sim.output)
+    choose_product() >> place_order >> get_sim >> activation_details()
 
 
 truconnect_esim_provisioning()

@@ -160,16 +160,18 @@ def _activation_fields(resource: Mapping[str, Any], output: Mapping[str, Any]) -
 
 
 def activation_codes(resource: Any) -> list[str]:
-    """Every activation code in an order or SIM resource (matching id, LPA string with and without its ``LPA:``
-    prefix, QR code URL, voucher code), to register with a secret masker.
+    """Every activation code in an order or SIM resource, or in an order summary (matching id, LPA string with and
+    without its ``LPA:`` prefix, QR code URL, voucher code), to register with a secret masker.
 
-    :param resource: a decoded order or SIM resource (anything else gives an empty list).
+    :param resource: a decoded order or SIM resource, or an order summary (anything else gives an empty list).
     """
     if not isinstance(resource, Mapping):
         return []
     raw_output = resource.get("output")
     output: Mapping[str, Any] = raw_output if isinstance(raw_output, Mapping) else {}
     codes = [v for v in _activation_fields(resource, output).values() if isinstance(v, str) and v]
+    # An order summary (what the order operator returns with include_activation_codes=True) names them plainly.
+    codes += [v for k in ACTIVATION_CODE_FIELDS if isinstance(v := resource.get(k), str) and v]
     raw_lpa = links_of(resource).get("_lpa")
     if isinstance(raw_lpa, str) and raw_lpa:
         codes.append(raw_lpa)

@@ -255,9 +255,12 @@ _CODE_BEARING_PATH = re.compile(r"/v2/(orders|sims)(/|$)")
 
 
 def mask_activation_codes(resource: Any) -> None:
-    """Register the activation codes of an order or SIM resource with Airflow's secret masker.
+    """Register the activation codes of an order or SIM resource, or of an order summary, with Airflow's secret masker.
 
-    :param resource: a decoded order or SIM resource; anything else is ignored.
+    The provider does it wherever it handles them; call it in a task of your own that receives them (e.g. from XCom)
+    before anything could log them.
+
+    :param resource: a decoded order or SIM resource, or an order summary; anything else is ignored.
     """
     for code in activation_codes(resource):
         mask_secret(code)

@@ -31,6 +31,38 @@ def _leak_needles(emu: RunningEmulator) -> dict[str, str]:
     return needles
 
 
+def _activation_needles(emu: RunningEmulator) -> dict[str, str]:
+    """:return: every activation code of every order placed so far (label -> value): secrets like the tokens."""
+    from airflow.providers.common.compat.sdk import Connection
+
+    from airflow_provider_truconnect.client.models import activation_codes
+    from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
+
+    conn = emu.connection_dict()
+    connection = Connection(
+        conn_id="e2e_codes",
+        conn_type="truconnect",
+        host=conn["host"],
+        login=conn["login"],
+        password=conn["password"],
+        extra=json.dumps(conn.get("extra") or {}),
+    )
+    needles: dict[str, str] = {}
+    with TruConnectHook("e2e_codes", connection=connection) as hook:
+        for order in emu.control.orders():
+            for code in activation_codes(hook.get_order(order["id"])):
+                needles[f"activation code of order {order['id']}"] = code
+    return needles
+
+
+#: Tasks whose return value holds activation codes because the user asked for them (include_activation_codes=True, or
+#: a task that hands them to the subscriber).
+CODES_ASKED_FOR = {
+    ("truconnect_esim_provisioning", "place_order"),
+    ("truconnect_esim_provisioning", "activation_details"),
+}
+
+
 def _assert_no_leak(text: str, needles: dict[str, str], where: str) -> None:
     leaked = [label for label, value in needles.items() if value and value in text]
     assert not leaked, f"{where} contains {', '.join(leaked)}"
@@ -96,6 +128,10 @@ def test_task_logs_mask_tokens_and_secret(
     rec = dag_runs[dag_id]
     needles = _leak_needles(e2e_emulator)
     assert any(k.startswith("issued token") for k in needles), "the emulator issued no token at all"
+    codes = _activation_needles(e2e_emulator)
+    if dag_id == "truconnect_esim_provisioning":
+        assert codes, "the eSIM DAG placed no order with activation codes"
+    needles.update(codes)
     logs = _all_task_logs(airflow, rec)
     assert logs
     for where, text in logs.items():
@@ -114,6 +150,7 @@ def test_xcoms_and_rendered_fields_hold_no_secret(
 ) -> None:
     rec = dag_runs[dag_id]
     needles = _leak_needles(e2e_emulator)
+    codes = _activation_needles(e2e_emulator)
     entries = airflow.api(
         "GET", f"/dags/{dag_id}/dagRuns/{rec.run_id}/taskInstances/~/xcomEntries", params={"limit": 1000}
     )["xcom_entries"]
@@ -123,9 +160,18 @@ def test_xcoms_and_rendered_fields_hold_no_secret(
             f"/dags/{dag_id}/dagRuns/{rec.run_id}/taskInstances/{entry['task_id']}/xcomEntries/{entry['key']}",
             params={"map_index": entry["map_index"], "stringify": "true"},
         )
-        _assert_no_leak(json.dumps(value), needles, f"XCom {entry['task_id']}[{entry['map_index']}] {entry['key']}")
+        where = f"XCom {entry['task_id']}[{entry['map_index']}] {entry['key']}"
+        _assert_no_leak(json.dumps(value), needles, where)
+        if (dag_id, entry["task_id"]) not in CODES_ASKED_FOR:
+            _assert_no_leak(json.dumps(value), codes, where)
+        elif entry["key"] == "return_value":
+            assert any(code in json.dumps(value) for code in codes.values()), (
+                f"{where}: the codes asked for are missing"
+            )
     for ti in rec.task_instances:
-        _assert_no_leak(json.dumps(ti.get("rendered_fields")), needles, f"rendered fields of {ti['task_id']}")
+        _assert_no_leak(
+            json.dumps(ti.get("rendered_fields")), {**needles, **codes}, f"rendered fields of {ti['task_id']}"
+        )
     if dag_id == SMOKE_DAG_ID:
         assert any(e["task_id"] == "call_api" for e in entries), entries
         rendered = next(t for t in rec.task_instances if t["task_id"] == "rendered_fields")["rendered_fields"]
@@ -142,7 +188,7 @@ def test_component_logs_hold_no_token_or_secret(
     the secret masker (only the structlog JWT filter), so the secret the smoke DAG logs *on purpose* shows there.
     Those deliberate lines are set aside (and listed in ``known-airflow-leaks.txt``); anything else fails.
     """
-    needles = _leak_needles(e2e_emulator)
+    needles = {**_leak_needles(e2e_emulator), **_activation_needles(e2e_emulator)}
     deliberate = ("(should be masked)", "rendered host=")
     files = list(airflow.logs_dir.glob("*.log")) + [p for p in (airflow.home / "logs").rglob("*") if p.is_file()]
     assert files
