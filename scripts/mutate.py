@@ -394,10 +394,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--time-limit", type=float, help="minutes per area; mutants not tested by then are reported as not checked"
     )
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="test again only the mutants that survived the area's last run (after adding tests), on a fresh copy",
+    )
     args = parser.parse_args(argv)
     in_progress = tuple(m for m in args.in_progress.split(",") if m)
     known = areas(in_progress)
     chosen = [a.strip() for a in args.areas.split(",") if a.strip()]
+    for name in chosen:  # a survivors re-run of an area, named "<area>-survivors", is read back by --collect-only
+        stored = RESULTS / f"{name}.json"
+        if name.endswith("-survivors") and name.removesuffix("-survivors") in known and stored.exists():
+            base = known[name.removesuffix("-survivors")]
+            only = json.loads(stored.read_text())["mutant_filter"]["only"]
+            known[name] = Area(name, base.mutate, base.tests, mutants=only)
     unknown = [a for a in chosen if a not in known]
     if unknown:
         parser.error(f"unknown areas {unknown}; choose from {sorted(known)}")
@@ -408,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for name in chosen:
         area, work = known[name], root / name
+        if args.survivors:
+            last = json.loads((RESULTS / f"{name}.json").read_text())
+            names = [s["mutant"] for s in last["survivors"] if not s["note"]]
+            area = Area(f"{name}-survivors", area.mutate, area.tests, mutants=names)
+            name, work = area.name, root / area.name
         if not args.collect_only:
             prepare(area, work, in_progress)
             print(f"[mutate] {name}: mutmut run in {work} (log: {RESULTS / (name + '.log')})", flush=True)

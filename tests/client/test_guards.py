@@ -546,7 +546,7 @@ def test_header_errors_name_the_header_and_the_problem(name: str, value: Any, fi
     with pytest.raises(TruConnectConfigError) as info:
         check_header(name, value)
     assert info.value.field == field
-    assert problem in str(info.value)
+    assert info.value.message == f"Invalid {field}: {problem}"
     if isinstance(value, str) and value != "v":
         assert value not in str(info.value)  # header values may be secret
 
@@ -606,3 +606,106 @@ def test_an_order_that_is_not_an_object_is_named_in_the_error() -> None:
     err = asyncio.run(fetch())
     assert isinstance(err, TruConnectServerError) and err.retryable
     assert err.message == "GET /v2/orders/o-1 answered with a JSON list where a resource was expected"
+
+
+# ----------------------------------------------------------------------------------- activation codes, odd shapes
+def test_the_lpa_link_wins_over_the_matching_id() -> None:
+    order = {
+        "id": "o-6",
+        "status": "COMPLETED",
+        "matching_id": "TOP-LEVEL-6",
+        "output": {},
+        "_metadata": {"links": {"_lpa": "1$smdp.example.com$ACT-6"}},
+    }
+    summary = order_summary(order, include_activation_codes=True)
+    assert summary["lpa"] == "LPA:1$smdp.example.com$ACT-6"
+    assert summary["matching_id"] == "TOP-LEVEL-6"  # the order resource's own field when the output has none
+    assert set(activation_codes(order)) == {
+        "TOP-LEVEL-6",
+        "LPA:1$smdp.example.com$ACT-6",
+        "1$smdp.example.com$ACT-6",
+    }
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        {"id": "o-7", "status": "COMPLETED", "output": {"matching_id": 12345, "data": {"code": 678}}},
+        {"id": "o-8", "status": "COMPLETED", "_metadata": {"links": {"_lpa": 12345, "_qrcode": ["x"]}}},
+        {"id": "o-9", "status": "COMPLETED", "output": {"matching_id": ""}, "_metadata": {"links": {"_lpa": ""}}},
+    ],
+)
+def test_activation_fields_that_are_not_text_are_no_codes(order: dict[str, Any]) -> None:
+    assert activation_codes(order) == []
+    assert "lpa" not in order_summary(order, include_activation_codes=True)
+
+
+# ---------------------------------------------------------------------- what proves a request unsent (requests)
+def _dns_failure() -> requests.exceptions.ConnectionError:
+    import socket
+
+    import urllib3
+
+    try:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as cause:
+            raise urllib3.exceptions.NewConnectionError(
+                urllib3.connection.HTTPConnection("api.example.com"), "Failed to resolve 'api.example.com'"
+            ) from cause
+    except urllib3.exceptions.NewConnectionError as new:
+        reason = new
+    return requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/v2/orders", reason=reason))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [_dns_failure, lambda: requests.exceptions.ConnectionError(ConnectionRefusedError(111, "Connection refused"))],
+    ids=["dns", "refused"],
+)
+def test_an_order_post_that_provably_never_left_is_sent_again(failure: Any, mocker: Any) -> None:
+    result, posts, waits = _place_order("sync", [failure()], mocker)
+    assert result == {"id": "o-1", "status": "ACCEPTED"}
+    assert posts == 2 and len(waits) == 1
+
+
+def test_a_connection_that_broke_after_sending_is_not_sent_again(mocker: Any) -> None:
+    result, posts, waits = _place_order("sync", [requests.exceptions.ConnectionError("Connection reset")], mocker)
+    assert isinstance(result, TruConnectOrderUncertainError) and posts == 1 and waits == []
+
+
+def _failing_client(exc: Exception, mocker: Any) -> TruConnectClient:
+    client = TruConnectClient(_order_config(), token_cache=TokenCache(), retry_policy=RetryPolicy(max_retries=0))
+
+    def send(method: str, url: str, **kwargs: Any) -> requests.Response:
+        if url.endswith("/token"):
+            return _response(200, TOKEN_BODY)
+        raise exc
+
+    mocker.patch.object(client.session, "request", side_effect=send)
+    return client
+
+
+def test_a_refused_certificate_names_the_request_and_its_correlation_id(mocker: Any) -> None:
+    try:
+        raise ssl.SSLCertVerificationError(1, "certificate verify failed")
+    except ssl.SSLError as cause:
+        try:
+            raise requests.exceptions.SSLError("certificate verify failed") from cause
+        except requests.exceptions.SSLError as wrapped:
+            exc = wrapped
+    client = _failing_client(exc, mocker)
+    with pytest.raises(TruConnectConnectionError) as info:
+        client.request("GET", "/v2/sims/1", correlation_id="cid-tls")
+    client.close()
+    assert info.value.message.startswith("GET /connect-api/v2/sims/1: the server's certificate is not trusted")
+    assert info.value.correlation_id == "cid-tls" and info.value.sent is False and not info.value.retryable
+
+
+def test_a_request_that_cannot_be_built_names_the_request(mocker: Any) -> None:
+    client = _failing_client(requests.exceptions.InvalidURL("bad"), mocker)
+    with pytest.raises(TruConnectConfigError) as info:
+        client.request("GET", "/v2/sims/1")
+    client.close()
+    assert info.value.field == "url"
+    assert info.value.message == "Invalid url: GET /connect-api/v2/sims/1: the URL cannot be requested (InvalidURL)"

@@ -4,7 +4,9 @@
 * a failure that must not be retried says so, with the provider's error as its message and cause;
 * after a deferral, activation codes (asked for with ``include_activation_codes``) are read on the worker, for the
   order of the event, and the order id is pushed to XCom;
-* a wait on the worker that runs out names the order's last status.
+* a wait on the worker that runs out names the order's last status;
+* the sending record: kept with the outcome when the answer leaves it unknown (or names no order), replaced by the
+  order id when it does.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from airflow_provider_truconnect.client.models import (
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.operators.truconnect import ORDER_ID_XCOM_KEY, TruConnectCreateOrderOperator
+from airflow_provider_truconnect.order_guard import SENDING_ORDER_KEY
 from airflow_provider_truconnect.order_waiting import fail_without_retries, handle_order_event, order_failed
 
 Body = Callable[..., dict[str, Any]]
+STORE_KEY = TruConnectCreateOrderOperator.external_id_key
 Ctx = Callable[..., dict[str, Any]]
 FAILED_NOTE = (
     "The order will not change and the task is not retried, so that no second order is placed by accident; "
@@ -185,9 +189,76 @@ def test_a_wait_on_the_worker_that_runs_out_names_the_last_status(
 
     monkeypatch.setattr(TruConnectCreateOrderOperator, "_now", lambda self: now[0])
     monkeypatch.setattr(TruConnectCreateOrderOperator, "_sleep", sleep)
-    op = order_op(order_body(email="jane+slow@example.com"), poll_interval=4.0, wait_timeout=10.0, deferrable=False)
+    op = order_op(order_body(email="jane+slow@example.com"), poll_interval=4.0, wait_timeout=9.0, deferrable=False)
     with pytest.raises(TruConnectTimeoutError) as info:
         op.execute(make_ctx())
     order_id = emu.control.orders()[0]["id"]
-    assert str(info.value).startswith(f"Order {order_id} not finished within 10 s (last status ACCEPTED)")
-    assert slept == [4.0, 4.0, 2.0]
+    assert info.value.message == (
+        f"Order {order_id} not finished within 9 s (last status ACCEPTED); it was placed and may still complete: "
+        "check it before placing it again"
+    )
+    assert slept == [4.0, 4.0, 1.0]  # the last second is waited for too
+
+
+# --------------------------------------------------------------------------------------------- the sending record
+def _sent_orders(emu: RunningEmulator) -> list[dict[str, Any]]:
+    return [r for r in emu.control.stats()["requests"] if r["route"] == "POST /v2/orders"]
+
+
+def test_an_uncertain_order_keeps_its_record_and_fails_for_good(
+    emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+) -> None:
+    emu.control.add_fault("POST /v2/orders", status=503, after=True, count=1)
+    op = order_op(order_body(), deferrable=False, retries=3)
+    with pytest.raises(AirflowFailException) as info:
+        op.execute(make_ctx(ti=make_ti(try_number=2), store=state_store))
+    [sent] = _sent_orders(emu)
+    cid = sent["correlation_id"]
+    record = state_store.data[SENDING_ORDER_KEY]
+    assert record == {"correlation_id": cid, "try_number": 2, "sent_at": record["sent_at"], "outcome": "unknown"}
+    assert isinstance(info.value.__cause__, TruConnectOrderUncertainError)
+    text = str(info.value)
+    note = "The task fails without retries so that the order is not placed twice. If it exists, wait for it with"
+    assert note in text and cid in text
+    # The error itself says how to check; the note does not say it twice.
+    assert "Check whether the order exists" not in text
+    assert [o["correlation_id"] for o in emu.control.orders()] == [cid]
+
+
+@pytest.mark.parametrize("answer", [None, {"status": "ACCEPTED"}, {"id": ""}, {"id": 7}, ["o-1"]])
+def test_an_answer_without_an_order_id_keeps_the_record_and_fails_for_good(
+    emu: RunningEmulator,
+    order_body: Body,
+    make_ctx: Ctx,
+    make_ti: Any,
+    state_store: Any,
+    mocker: Any,
+    answer: Any,
+) -> None:
+    op = order_op(order_body(), deferrable=False)
+    create = mocker.patch.object(TruConnectHook, "create_order", return_value=answer)
+    with pytest.raises(AirflowFailException) as info:
+        op.execute(make_ctx(ti=make_ti(try_number=1), store=state_store))
+    cid = create.call_args.kwargs["correlation_id"]
+    record = state_store.data[SENDING_ORDER_KEY]
+    assert record == {"correlation_id": cid, "try_number": 1, "sent_at": record["sent_at"], "outcome": "no order id"}
+    text = str(info.value)
+    assert "answered without an order id; the order MAY have been created" in text
+    assert f"ask 1GLOBAL support quoting the correlation id {cid}" in text
+    assert STORE_KEY not in state_store.data
+
+
+def test_a_placed_order_replaces_the_record_with_its_id(
+    emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+) -> None:
+    summary = order_op(order_body(), deferrable=False, wait_for_completion=False).execute(
+        make_ctx(ti=make_ti(try_number=1), store=state_store)
+    )
+    [sent] = _sent_orders(emu)
+    record = state_store.data[SENDING_ORDER_KEY]
+    assert record == {
+        "correlation_id": sent["correlation_id"],
+        "try_number": 1,
+        "sent_at": record["sent_at"],
+        "order_id": summary["order_id"],
+    }
