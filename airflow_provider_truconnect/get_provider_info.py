@@ -61,9 +61,11 @@ CONN_FIELDS: dict[str, Any] = {
         "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 10, "default": 4},
     },
     "verify_ssl": {
-        "label": "Verify TLS certificates",
-        "description": "Verify the server's TLS certificate. Default true; turn off only for a test server.",
-        "schema": {"type": ["boolean", "null"], "default": True},
+        "label": "TLS verification",
+        "description": "Empty: the machine's CA variables (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, SSL_CERT_FILE, "
+        "SSL_CERT_DIR), else the certifi bundle. A path: that CA bundle file or directory (on every Airflow "
+        "component). true: the certifi bundle. false: no verification (test servers only).",
+        "schema": {"type": ["string", "null"]},
     },
     "allow_insecure_http": {
         "label": "Allow plain http",

@@ -62,7 +62,7 @@ def browser_post(**extras: str) -> MultiDict[str, str]:
         "client_auth": "client_secret_post",
         "timeout": "30",
         "max_retries": "4",
-        "verify_ssl": "true",
+        "verify_ssl": "",
         "allow_insecure_http": None,
     }
     for name, spec in CONN_FIELDS.items():
@@ -98,8 +98,9 @@ def test_widgets_render_what_connection_form_js_and_the_client_expect(form_class
     retries = html["max_retries"]
     assert 'type="number"' in retries and 'step="1"' in retries and 'min="0"' in retries and 'max="10"' in retries
     # A checkbox submits "true", which the client reads as a boolean (wtforms' "y" is not one).
-    assert 'value="true"' in html["verify_ssl"] and "checked" in html["verify_ssl"]
     assert 'value="true"' in html["allow_insecure_http"] and "checked" not in html["allow_insecure_http"]
+    # TLS verification is text: empty (the machine's CA variables), true, false or a CA bundle path.
+    assert 'type="text"' in html["verify_ssl"] and 'value=""' in html["verify_ssl"]
     assert 'type="text"' in html["oauth_url"] and 'class="form-control"' in html["oauth_url"]
 
 
@@ -111,7 +112,7 @@ def test_save_stores_typed_extras_under_plain_names(form_class: Any, view: Any) 
     assert extra["client_auth"] == "client_secret_basic"
     assert extra["timeout"] == 2.5
     assert extra["max_retries"] == 0 and isinstance(extra["max_retries"], int)
-    assert extra["verify_ssl"] is True and extra["allow_insecure_http"] is False
+    assert "verify_ssl" not in extra and extra["allow_insecure_http"] is False  # empty: the environment decides
     assert extra["oauth_url"] == "https://auth.example.com/token"
     assert "scope" not in extra, "an empty field is not stored"
     assert not [k for k in extra if k.startswith("extra__")]
