@@ -14,7 +14,9 @@ stale token against the emulator) are in ``tests/reliability/test_reliability_gu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import ssl
 import threading
 from collections.abc import Iterator
@@ -33,13 +35,16 @@ from airflow_provider_truconnect.client.core import USER_AGENT, check_header, ou
 from airflow_provider_truconnect.client.errors import (
     TruConnectConfigError,
     TruConnectConnectionError,
+    TruConnectError,
     TruConnectOrderFailedError,
     TruConnectOrderUncertainError,
     TruConnectPaginationError,
+    TruConnectRateLimitError,
     TruConnectServerError,
 )
 from airflow_provider_truconnect.client.models import activation_codes, order_summary
 from airflow_provider_truconnect.client.pagination import join_link, next_link
+from airflow_provider_truconnect.client.responses import error_for_response
 from airflow_provider_truconnect.client.retry import RetryPolicy
 from airflow_provider_truconnect.client.tls import resolve_trust, tls_error
 from airflow_provider_truconnect.client.token_cache import TokenCache
@@ -709,3 +714,179 @@ def test_a_request_that_cannot_be_built_names_the_request(mocker: Any) -> None:
     client.close()
     assert info.value.field == "url"
     assert info.value.message == "Invalid url: GET /connect-api/v2/sims/1: the URL cannot be requested (InvalidURL)"
+
+
+# ------------------------------------------------------------------------------- the retry budget and its log
+class _Fails:
+    """An attempt that always fails with the given error, counting its calls."""
+
+    def __init__(self, exc: TruConnectError) -> None:
+        self.exc = exc
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    ("max_total_wait", "waits"),
+    [(45.0, [20.0, 20.0]), (40.0, [20.0, 20.0]), (39.0, [20.0])],
+)
+def test_retry_after_hints_count_against_the_total_wait(max_total_wait: float, waits: list[float]) -> None:
+    slept: list[float] = []
+    policy = RetryPolicy(max_retries=10, max_retry_after=20.0, max_total_wait=max_total_wait, sleep=slept.append)
+    attempt = _Fails(TruConnectRateLimitError("GET /x rate limited", status_code=429, retry_after=20.0))
+    with pytest.raises(TruConnectRateLimitError):
+        policy.call(attempt, idempotent=True, describe="GET /x")
+    assert slept == waits and attempt.calls == len(waits) + 1
+
+
+def test_retries_wait_as_long_as_the_server_asks_and_say_so(caplog: pytest.LogCaptureFixture) -> None:
+    slept: list[float] = []
+    policy = RetryPolicy(max_retries=2, sleep=slept.append)
+    exc = TruConnectRateLimitError("GET /x rate limited", status_code=429, retry_after=3.0)
+    caplog.set_level(logging.WARNING, logger="airflow_provider_truconnect.client.retry")
+    with pytest.raises(TruConnectRateLimitError):
+        policy.call(_Fails(exc), idempotent=True, describe="GET /x")
+    assert slept == [3.0, 3.0]
+    lines = [r.getMessage() for r in caplog.records if r.name == "airflow_provider_truconnect.client.retry"]
+    assert lines == [
+        f"GET /x failed (attempt 1 of 3): {exc}; retrying in 3.00 s",
+        f"GET /x failed (attempt 2 of 3): {exc}; retrying in 3.00 s",
+    ]
+
+
+def test_async_retries_wait_as_long_as_the_server_asks() -> None:
+    slept: list[float] = []
+
+    async def asleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def attempt() -> Any:
+        raise TruConnectRateLimitError("GET /x rate limited", status_code=429, retry_after=2.0)
+
+    policy = RetryPolicy(max_retries=3, asleep=asleep)
+    with pytest.raises(TruConnectRateLimitError):
+        asyncio.run(policy.acall(attempt, idempotent=True, describe="GET /x"))
+    assert slept == [2.0, 2.0, 2.0]
+
+
+# ------------------------------------------------------------------------------------- answers that are errors
+def test_an_interim_status_is_an_unfinished_answer() -> None:
+    err = error_for_response(103, b"", {}, method="POST", path="/connect-api/v2/orders", correlation_id="cid")
+    assert isinstance(err, TruConnectServerError) and err.retryable and err.status_code == 103
+    assert err.message == "POST /connect-api/v2/orders answered with interim status 103 and nothing after it"
+    assert err.messages == () and err.correlation_id == "cid"
+
+
+def test_an_empty_or_blank_error_body_gives_no_messages() -> None:
+    for content in (b"", b"   "):
+        err = error_for_response(502, content, {}, method="GET", path="/p", correlation_id="cid")
+        assert err.message == "GET /p failed on the server" and err.messages == ()
+
+
+# ---------------------------------------------------------------------------- the rejected tokens remembered
+def test_a_token_cache_remembers_the_last_sixteen_rejected_tokens() -> None:
+    cache = TokenCache()
+    for n in range(20):
+        cache.invalidate(KEY, f"token-{n}")
+    assert [n for n in range(20) if cache.was_rejected(KEY, f"token-{n}")] == list(range(4, 20))
+
+
+def test_an_invalidated_token_keeps_everything_but_its_expiry() -> None:
+    cache = TokenCache()
+    original = Token(
+        access_token="token-C",
+        token_type="Bearer",
+        obtained_at=1_000.0,
+        expires_at=1_300.0,
+        refresh_token="refresh-C",
+        refresh_expires_at=2_800.0,
+        scope="orders",
+    )
+    cache.put(KEY, original)
+    cache.invalidate(KEY, "token-C")
+    assert cache.get(KEY) == dataclasses.replace(original, expires_at=float("-inf"))
+
+
+# --------------------------------------------------------------------------- what the async transport reports
+def _async_failure(exc: Exception) -> TruConnectError:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json=TOKEN_BODY)
+        raise exc
+
+    async def call() -> TruConnectError:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        async with AsyncTruConnectClient(
+            _order_config(), http_client=http, token_cache=TokenCache(), retry_policy=RetryPolicy(max_retries=0)
+        ) as client:
+            try:
+                await client.request("GET", "/v2/sims/1", correlation_id="cid-async")
+            except TruConnectError as err:
+                return err
+            finally:
+                await http.aclose()
+        raise AssertionError("no error")
+
+    return asyncio.run(call())
+
+
+def _tls_refusal() -> httpx.ConnectError:
+    try:
+        try:
+            raise ssl.SSLCertVerificationError(1, "certificate verify failed")
+        except ssl.SSLError as cause:
+            raise httpx.ConnectError("handshake failed") from cause
+    except httpx.ConnectError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "message", "sent"),
+    [
+        (
+            httpx.InvalidURL("bad"),
+            "Invalid url: GET /connect-api/v2/sims/1: the URL cannot be requested (InvalidURL)",
+            False,
+        ),
+        (
+            httpx.LocalProtocolError("bad header"),
+            "Invalid headers: GET /connect-api/v2/sims/1: the request cannot be sent as built (LocalProtocolError)",
+            False,
+        ),
+        (httpx.ReadTimeout("slow"), "GET /connect-api/v2/sims/1: read timeout", True),
+        (
+            httpx.RemoteProtocolError("reset"),
+            "GET /connect-api/v2/sims/1: connection failed (RemoteProtocolError)",
+            True,
+        ),
+        (_tls_refusal(), "GET /connect-api/v2/sims/1: the server's certificate is not trusted (trust from", False),
+    ],
+    ids=["url", "headers", "read-timeout", "dropped", "tls"],
+)
+def test_the_async_transport_names_the_request_and_its_correlation_id(exc: Exception, message: str, sent: bool) -> None:
+    err = _async_failure(exc)
+    assert err.message.startswith(message)
+    assert err.sent is sent
+    if not isinstance(err, TruConnectConfigError):
+        assert err.correlation_id == "cid-async"
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (requests.exceptions.ReadTimeout("slow"), "GET /connect-api/v2/sims/1: read timeout"),
+        (
+            requests.exceptions.ChunkedEncodingError("cut"),
+            "GET /connect-api/v2/sims/1: connection failed (ChunkedEncodingError)",
+        ),
+    ],
+)
+def test_the_sync_transport_names_the_request_and_its_correlation_id(exc: Exception, message: str, mocker: Any) -> None:
+    client = _failing_client(exc, mocker)
+    with pytest.raises(TruConnectConnectionError) as info:
+        client.request("GET", "/v2/sims/1", correlation_id="cid-sync")
+    client.close()
+    assert info.value.message == message and info.value.correlation_id == "cid-sync" and info.value.sent is True

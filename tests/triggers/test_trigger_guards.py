@@ -179,6 +179,7 @@ async def test_an_activation_code_that_meets_the_condition_stays_out_of_the_even
     event = await first_event(trigger)
     assert event["status"] == "success" and event["check"] == "condition"
     assert "value" not in event  # events are stored in the metadata database
+    assert event["message"] == f"/v2/orders/{order_id}: output.matching_id is <activation code>"
     assert matching_id not in json.dumps(event)
 
 
