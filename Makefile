@@ -103,7 +103,8 @@ unit-af31: venv31
 unit-af32: venv32
 	$(VENV32)/bin/python -m pytest -m "$(OLDER_AF3_MARKERS)" -p no:cacheprovider $(PYTEST_ARGS)
 
-e2e: venv system-deps
+# The Airflow 2.11 browser tests run a 2.11 webserver from $(VENV211) and drive it from $(VENV).
+e2e: venv venv211 system-deps
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
 # The documentation site (docs/, Sphinx) into docs/_build/html. Warnings are errors and every cross-reference must
@@ -116,7 +117,7 @@ $(VENV)/.docs-installed: requirements/docs.txt $(VENV)/.installed
 docs: $(VENV)/.docs-installed
 	$(BIN)/python -m sphinx -W --keep-going -n -E -q -b html docs docs/_build/html
 
-test: lint typecheck system-deps
+test: lint typecheck system-deps venv211
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) docs
 	$(MAKE) unit-af32 unit-af31 unit-af30 unit-af211
@@ -125,7 +126,7 @@ test: lint typecheck system-deps
 demo: venv
 	$(BIN)/python -m dags_examples.demo
 
-bench: venv
+bench: venv system-deps
 	$(BIN)/python -m benchmarks.run
 
 emulator: venv
