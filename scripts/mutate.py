@@ -168,6 +168,7 @@ def mutmut_section(area: Area, in_progress: tuple[str, ...]) -> str:
     # The tests of a module still being written (tests/<folder>/test_<module>.py) may fail while it is.
     ignored = [*IGNORED_TESTS, *(f"tests/{Path(m).parent}/test_{Path(m).stem}.py" for m in in_progress)]
     pytest_args = ["-p", "no:cacheprovider", "-m", "not e2e and not bench", "-W", "ignore::DeprecationWarning"]
+    pytest_args += ["-p", "tests.mutate_fast_first"]
     pytest_args += [f"--ignore={path}" for path in dict.fromkeys(ignored)]
     pytest_args += [f"--deselect={node}" for node in DESELECTED_TESTS]
     config = {
@@ -204,6 +205,7 @@ def prepare(area: Area, work: Path, in_progress: tuple[str, ...]) -> None:
             shutil.copytree(src, work / name, ignore=ignore)
         else:
             shutil.copy2(src, work / name)
+    shutil.copy2(ROOT / "scripts" / "mutate_fast_first.py", work / "tests" / "mutate_fast_first.py")
     pyproject = work / "pyproject.toml"
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[)[\s\S])*", "\n", pyproject.read_text())
     pyproject.write_text(text + mutmut_section(area, in_progress))

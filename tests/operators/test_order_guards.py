@@ -31,7 +31,7 @@ from airflow_provider_truconnect.client.models import (
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.operators.truconnect import ORDER_ID_XCOM_KEY, TruConnectCreateOrderOperator
-from airflow_provider_truconnect.order_guard import SENDING_ORDER_KEY
+from airflow_provider_truconnect.order_guard import SENDING_ORDER_KEY, OrderGuard
 from airflow_provider_truconnect.order_waiting import fail_without_retries, handle_order_event, order_failed
 
 Body = Callable[..., dict[str, Any]]
@@ -262,3 +262,129 @@ def test_a_placed_order_replaces_the_record_with_its_id(
         "sent_at": record["sent_at"],
         "order_id": summary["order_id"],
     }
+
+
+# ------------------------------------------------------------------------------------------------ the order guard
+class RecordingTI:
+    """A task instance whose XCom lookups are recorded (Airflow < 3.3 reattaches through XCom)."""
+
+    def __init__(self, try_number: int | None, previous: Any = None) -> None:
+        if try_number is not None:
+            self.try_number = try_number
+        self.previous = previous
+        self.pulls: list[dict[str, Any]] = []
+
+    def xcom_pull(self, **kwargs: Any) -> Any:
+        self.pulls.append(kwargs)
+        return self.previous
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: Any, *args: Any) -> None:
+        self.lines.append(msg % args)
+
+    warning = info
+
+
+def guard(context: dict[str, Any], statuses: dict[str, str] | None = None) -> OrderGuard:
+    return OrderGuard(
+        context,
+        task_id="place_order",
+        external_id_key=STORE_KEY,
+        order_status=lambda order_id: (statuses or {})[order_id],
+        log=Lines(),
+    )
+
+
+def test_how_to_check_in_full() -> None:
+    tail = (
+        "If it exists, wait for it with TruConnectOrderSensor; if it does not, start a new DAG run, or delete the task "
+        f"state store key {SENDING_ORDER_KEY!r} of task 'place_order' in this run (REST API: DELETE "
+        "/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/state-store/"
+        f"{SENDING_ORDER_KEY}) and clear the task"
+    )
+    check = (
+        "Check whether the order exists: for a top-up, GET /v2/subscriptions?iccid=<iccid> (a new subscription "
+        "appears); for a new eSIM, ask 1GLOBAL support quoting {quote}. "
+    )
+    g = guard({})
+    assert g.how_to_check("cid-1") == check.format(quote="the correlation id cid-1") + tail
+    assert g.how_to_check(None) == check.format(quote="the task and time of that try") + tail
+    assert g.how_to_check("cid-1", check=False) == tail
+
+
+def test_a_failed_order_of_an_earlier_try_is_final(state_store: Any) -> None:
+    state_store.set(STORE_KEY, "o-failed")
+    with pytest.raises(AirflowFailException) as info:
+        guard({"task_state_store": state_store}).earlier_order()
+    cause = info.value.__cause__
+    assert isinstance(cause, TruConnectOrderFailedError) and cause.order_id == "o-failed"
+    assert str(info.value).startswith("Order o-failed placed by an earlier try FAILED")
+    assert f"delete the task state store keys {STORE_KEY!r} and {SENDING_ORDER_KEY!r}" in str(info.value)
+
+
+def test_a_sending_record_without_a_correlation_id_says_how_to_find_the_order(state_store: Any) -> None:
+    state_store.set(SENDING_ORDER_KEY, {"try_number": 1, "sent_at": "2026-01-01T00:00:00+00:00"})
+    with pytest.raises(AirflowFailException) as info:
+        guard({"task_state_store": state_store}).earlier_order()
+    assert isinstance(info.value.__cause__, TruConnectOrderUncertainError)
+    text = str(info.value)
+    assert text.startswith("An earlier try (try 1, at 2026-01-01T00:00:00+00:00) sent POST /v2/orders")
+    assert "quoting the task and time of that try" in text and "of task 'place_order'" in text
+
+
+def test_reattaching_to_an_order_that_failed_is_final(state_store: Any) -> None:
+    state_store.set(SENDING_ORDER_KEY, {"correlation_id": "cid-1", "order_id": "o-2"})
+    with pytest.raises(AirflowFailException) as info:
+        guard({"task_state_store": state_store}, {"o-2": "FAILED"}).earlier_order()
+    cause = info.value.__cause__
+    assert isinstance(cause, TruConnectOrderFailedError) and cause.order_id == "o-2"
+    assert f"or delete the task state store key {SENDING_ORDER_KEY!r} of this task instance" in str(info.value)
+    assert guard({"task_state_store": state_store}, {"o-2": "FULFILLING"}).earlier_order() == "o-2"
+
+
+@pytest.mark.parametrize("try_number", [1, None])
+def test_a_first_try_does_not_look_for_an_earlier_order(try_number: int | None) -> None:
+    ti = RecordingTI(try_number, previous="o-3")
+    assert guard({"ti": ti}).earlier_order() is None
+    assert ti.pulls == []
+
+
+def test_a_later_try_without_a_state_store_reattaches_through_xcom() -> None:
+    ti = RecordingTI(2, previous="o-4")
+    assert guard({"ti": ti}, {"o-4": "ACCEPTED"}).earlier_order() == "o-4"
+    assert ti.pulls == [{"task_ids": "place_order", "key": ORDER_ID_XCOM_KEY}]
+
+
+@pytest.mark.parametrize("previous", [None, "", 7])
+def test_a_later_try_without_an_order_id_in_xcom_places_a_new_order(previous: Any) -> None:
+    ti = RecordingTI(2, previous=previous)
+    g = guard({"ti": ti})
+    assert g.earlier_order() is None
+    assert len(ti.pulls) == 1
+
+
+def test_a_worker_wait_without_any_answer_names_the_status_unknown(
+    emu: RunningEmulator, add_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000.0]
+
+    def sleep(self: Any, seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(TruConnectCreateOrderOperator, "_now", lambda self: now[0])
+    monkeypatch.setattr(TruConnectCreateOrderOperator, "_sleep", sleep)
+    emu.control.add_fault("GET /v2/orders/{order_id}", status=503, count=100)
+    op = TruConnectCreateOrderOperator(
+        task_id="place_order",
+        order="{}",
+        poll_interval=5.0,
+        wait_timeout=10.0,
+        truconnect_conn_id=add_conn("nr", max_retries=0),
+    )
+    with pytest.raises(TruConnectTimeoutError) as info:
+        op._wait_on_worker("o-5")
+    assert info.value.message.startswith("Order o-5 not finished within 10 s (last status unknown); it was placed")
