@@ -139,3 +139,14 @@ def make_ctx() -> Callable[..., dict[str, Any]]:
 def state_store() -> FakeTaskStateStore:
     """An empty fake task state store."""
     return FakeTaskStateStore()
+
+
+async def first_event(trigger: Any) -> dict[str, Any]:
+    """Run a trigger until its first (and only) event, close it as the triggerer would, and return the payload."""
+    gen = trigger.run()
+    try:
+        event = await anext(gen)
+    finally:
+        await gen.aclose()
+    payload: dict[str, Any] = dict(event.payload)
+    return payload

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -28,6 +29,30 @@ def leak_needles(emu: RunningEmulator) -> dict[str, str]:
         signature = token.rsplit(".", 1)[-1]
         if len(signature) >= 16:
             needles[f"signature of issued token #{i}"] = signature
+    return needles
+
+
+def activation_needles(emu: RunningEmulator) -> dict[str, str]:
+    """:return: every activation code of every order placed so far (label -> value): secrets like the tokens."""
+    from airflow.providers.common.compat.sdk import Connection
+
+    from airflow_provider_truconnect.client.models import activation_codes
+    from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
+
+    conn = emu.connection_dict()
+    connection = Connection(
+        conn_id="e2e_codes",
+        conn_type="truconnect",
+        host=conn["host"],
+        login=conn["login"],
+        password=conn["password"],
+        extra=json.dumps(conn.get("extra") or {}),
+    )
+    needles: dict[str, str] = {}
+    with TruConnectHook("e2e_codes", connection=connection) as hook:
+        for order in emu.control.orders():
+            for code in activation_codes(hook.get_order(order["id"])):
+                needles[f"activation code of order {order['id']}"] = code
     return needles
 
 

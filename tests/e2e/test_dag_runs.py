@@ -11,48 +11,13 @@ from typing import Any
 import pytest
 from airflow_deploy import AirflowDeployment
 from conftest import DEFERRING_DAG_IDS, MAPPING_DAG_IDS, SMOKE_DAG_ID, RunRecord, dag_ids_under_test
+from leak_scan import activation_needles, leak_needles
 
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 
 pytestmark = pytest.mark.e2e
 
 DAG_IDS = dag_ids_under_test()
-
-
-def _leak_needles(emu: RunningEmulator) -> dict[str, str]:
-    """:return: strings that must never appear (label -> value): the client secret and every issued token."""
-    needles = {"client secret": emu.client_secret}
-    for i, token in enumerate(emu.control.issued_tokens()):
-        needles[f"issued token #{i}"] = token
-        # JWTs share their header; the signature alone identifies a token, even if a log line cut the rest.
-        signature = token.rsplit(".", 1)[-1]
-        if len(signature) >= 16:
-            needles[f"signature of issued token #{i}"] = signature
-    return needles
-
-
-def _activation_needles(emu: RunningEmulator) -> dict[str, str]:
-    """:return: every activation code of every order placed so far (label -> value): secrets like the tokens."""
-    from airflow.providers.common.compat.sdk import Connection
-
-    from airflow_provider_truconnect.client.models import activation_codes
-    from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
-
-    conn = emu.connection_dict()
-    connection = Connection(
-        conn_id="e2e_codes",
-        conn_type="truconnect",
-        host=conn["host"],
-        login=conn["login"],
-        password=conn["password"],
-        extra=json.dumps(conn.get("extra") or {}),
-    )
-    needles: dict[str, str] = {}
-    with TruConnectHook("e2e_codes", connection=connection) as hook:
-        for order in emu.control.orders():
-            for code in activation_codes(hook.get_order(order["id"])):
-                needles[f"activation code of order {order['id']}"] = code
-    return needles
 
 
 #: Tasks whose return value holds activation codes because the user asked for them (include_activation_codes=True, or
@@ -126,9 +91,9 @@ def test_task_logs_mask_tokens_and_secret(
     airflow: AirflowDeployment, dag_runs: dict[str, RunRecord], e2e_emulator: RunningEmulator, dag_id: str
 ) -> None:
     rec = dag_runs[dag_id]
-    needles = _leak_needles(e2e_emulator)
+    needles = leak_needles(e2e_emulator)
     assert any(k.startswith("issued token") for k in needles), "the emulator issued no token at all"
-    codes = _activation_needles(e2e_emulator)
+    codes = activation_needles(e2e_emulator)
     if dag_id == "truconnect_esim_provisioning":
         assert codes, "the eSIM DAG placed no order with activation codes"
     needles.update(codes)
@@ -149,8 +114,8 @@ def test_xcoms_and_rendered_fields_hold_no_secret(
     airflow: AirflowDeployment, dag_runs: dict[str, RunRecord], e2e_emulator: RunningEmulator, dag_id: str
 ) -> None:
     rec = dag_runs[dag_id]
-    needles = _leak_needles(e2e_emulator)
-    codes = _activation_needles(e2e_emulator)
+    needles = leak_needles(e2e_emulator)
+    codes = activation_needles(e2e_emulator)
     entries = airflow.api(
         "GET", f"/dags/{dag_id}/dagRuns/{rec.run_id}/taskInstances/~/xcomEntries", params={"limit": 1000}
     )["xcom_entries"]
@@ -188,7 +153,7 @@ def test_component_logs_hold_no_token_or_secret(
     the secret masker (only the structlog JWT filter), so the secret the smoke DAG logs *on purpose* shows there.
     Those deliberate lines are set aside (and listed in ``known-airflow-leaks.txt``); anything else fails.
     """
-    needles = {**_leak_needles(e2e_emulator), **_activation_needles(e2e_emulator)}
+    needles = {**leak_needles(e2e_emulator), **activation_needles(e2e_emulator)}
     deliberate = ("(should be masked)", "rendered host=")
     files = list(airflow.logs_dir.glob("*.log")) + [p for p in (airflow.home / "logs").rglob("*") if p.is_file()]
     assert files

@@ -33,6 +33,7 @@ from airflow_provider_truconnect.operators.truconnect import SENDING_ORDER_KEY, 
 from airflow_provider_truconnect.sensors.truconnect import TruConnectOrderSensor
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger
 from tests.reliability.support import Harness, activation_order, report
+from tests.task_fixtures import first_event
 
 ORDER_ROUTE = "POST /v2/orders"
 GET_ORDER_ROUTE = "GET /v2/orders/{order_id}"
@@ -216,7 +217,7 @@ def test_no_status_code_finishes_the_order_trigger(
         for status in ALL_STATUSES:
             emu.control.add_fault(GET_ORDER_ROUTE, status=status, count=1000)
             trigger = TruConnectOrderTrigger(order_id, "truconnect_default", poll_interval=0.01, end_time=time.time())
-            event = asyncio.run(_first_event(trigger))
+            event = asyncio.run(first_event(trigger))
             emu.control.clear_faults()
             events.setdefault(event["status"], []).append(status)
     finally:
@@ -230,12 +231,3 @@ def test_no_status_code_finishes_the_order_trigger(
         timeout_events=len(events.get("timeout", [])),
         error_events=len(events.get("error", [])),
     )
-
-
-async def _first_event(trigger: Any) -> dict[str, Any]:
-    gen = trigger.run()
-    try:
-        event = await anext(gen)
-    finally:
-        await gen.aclose()
-    return dict(event.payload)

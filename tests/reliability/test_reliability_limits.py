@@ -14,6 +14,7 @@ from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger
 from tests.reliability.support import Harness, report
+from tests.task_fixtures import first_event
 
 PRODUCTS = "GET /v2/products"
 
@@ -51,7 +52,7 @@ def test_a_trigger_poll_ends_at_the_deadline(emu: RunningEmulator, order_body: A
     TruConnectOrderTrigger.retry_policy = RetryPolicy(max_retries=4)
     try:
         trigger = TruConnectOrderTrigger(order_id, "truconnect_default", poll_interval=5.0, end_time=time.time() + 0.2)
-        event = asyncio.run(_first_event(trigger))
+        event = asyncio.run(first_event(trigger))
     finally:
         TruConnectOrderTrigger.retry_policy = None
         emu.control.clear_faults()
@@ -59,12 +60,3 @@ def test_a_trigger_poll_ends_at_the_deadline(emu: RunningEmulator, order_body: A
     assert event["status"] == "timeout", event
     assert "not finished by the deadline" in event["message"]
     report("trigger poll slower than the time left", outcome="timeout event at the deadline")
-
-
-async def _first_event(trigger: Any) -> dict[str, Any]:
-    gen = trigger.run()
-    try:
-        event = await anext(gen)
-    finally:
-        await gen.aclose()
-    return dict(event.payload)

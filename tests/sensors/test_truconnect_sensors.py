@@ -26,6 +26,7 @@ from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.order_waiting import DEFER_TIMEOUT_GRACE
 from airflow_provider_truconnect.sensors.truconnect import TruConnectOrderSensor, TruConnectSensor
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger, TruConnectSensorTrigger
+from tests.task_fixtures import first_event
 
 Body = Callable[..., dict[str, Any]]
 Ctx = Callable[..., dict[str, Any]]
@@ -38,16 +39,8 @@ def place(body: dict[str, Any]) -> str:
     return order_id
 
 
-async def _first_event(trigger: Any) -> dict[str, Any]:
-    gen = trigger.run()
-    event = await anext(gen)
-    await gen.aclose()
-    payload: dict[str, Any] = event.payload
-    return payload
-
-
 def fire(trigger: Any) -> dict[str, Any]:
-    return asyncio.run(_first_event(trigger))
+    return asyncio.run(first_event(trigger))
 
 
 def order_sensor(order_id: str, **kwargs: Any) -> TruConnectOrderSensor:

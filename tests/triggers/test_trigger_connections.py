@@ -19,6 +19,7 @@ from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger
+from tests.task_fixtures import first_event
 
 #: ``max_connections`` of the pool built by ``new_http_client``.
 POOL_LIMIT = 32
@@ -31,14 +32,6 @@ def connections_to(port: int) -> int:
         for c in psutil.Process().net_connections(kind="tcp")
         if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
     )
-
-
-async def first_event(trigger: Any) -> dict[str, Any]:
-    gen = trigger.run()
-    event = await anext(gen)
-    await gen.aclose()
-    payload: dict[str, Any] = event.payload
-    return payload
 
 
 @pytest.fixture

@@ -26,16 +26,9 @@ from airflow_provider_truconnect.client.retry import RetryPolicy
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger, TruConnectSensorTrigger
+from tests.task_fixtures import first_event
 
 ORDER_ROUTE = "GET /v2/orders/{order_id}"
-
-
-async def first_event(trigger: Any) -> dict[str, Any]:
-    gen = trigger.run()
-    event = await anext(gen)
-    await gen.aclose()
-    payload: dict[str, Any] = event.payload
-    return payload
 
 
 @pytest.fixture
