@@ -890,3 +890,25 @@ def test_the_sync_transport_names_the_request_and_its_correlation_id(exc: Except
         client.request("GET", "/v2/sims/1", correlation_id="cid-sync")
     client.close()
     assert info.value.message == message and info.value.correlation_id == "cid-sync" and info.value.sent is True
+
+
+def test_a_300_answer_is_a_redirect_that_is_not_followed() -> None:
+    err = error_for_response(
+        300, b"", {"Location": "https://elsewhere.example/x?secret=1"}, method="POST", path="/p", correlation_id="c"
+    )
+    assert isinstance(err, TruConnectServerError) and not err.retryable and not err.definite_rejection
+    assert err.message == "POST /p answered with a redirect to /x, which the client does not follow"
+
+
+def test_top_level_activation_fields_that_are_not_text_are_no_codes() -> None:
+    assert activation_codes({"id": "o-10", "lpa": 5, "matching_id": ["x"], "voucher_code": {"a": 1}}) == []
+
+
+@pytest.mark.parametrize(("attempt", "ceiling"), [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (9, 8.0)])
+def test_backoff_doubles_from_the_base_up_to_the_cap(attempt: int, ceiling: float) -> None:
+    import random
+
+    policy = RetryPolicy(backoff_base=0.5, backoff_max=8.0, rng=random.Random(7))
+    waits = [policy.backoff(attempt, None) for _ in range(200)]
+    assert all(ceiling / 2 <= w <= ceiling for w in waits)
+    assert max(waits) > ceiling * 0.9 and min(waits) < ceiling * 0.6  # full jitter over the upper half
