@@ -355,8 +355,10 @@ def test_a_first_try_does_not_look_for_an_earlier_order(try_number: int | None) 
 
 def test_a_later_try_without_a_state_store_reattaches_through_xcom() -> None:
     ti = RecordingTI(2, previous="o-4")
-    assert guard({"ti": ti}, {"o-4": "ACCEPTED"}).earlier_order() == "o-4"
+    g = guard({"ti": ti}, {"o-4": "ACCEPTED"})
+    assert g.earlier_order() == "o-4"
     assert ti.pulls == [{"task_ids": "place_order", "key": ORDER_ID_XCOM_KEY}]
+    assert g.log.lines == ["Reattaching to order o-4 placed by an earlier try (status ACCEPTED)"]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("previous", [None, "", 7])
@@ -365,6 +367,51 @@ def test_a_later_try_without_an_order_id_in_xcom_places_a_new_order(previous: An
     g = guard({"ti": ti})
     assert g.earlier_order() is None
     assert len(ti.pulls) == 1
+    assert g.log.lines == [  # type: ignore[attr-defined]
+        "Try 2 of place_order: no order id from an earlier try is available (Airflow < 3.3 keeps none), so a NEW "
+        "order is placed; an earlier try may already have placed one"
+    ]
+
+
+class BrokenStore:
+    """A task state store that fails every write."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return default
+
+    def set(self, key: str, value: Any, **kwargs: Any) -> None:
+        raise OSError("store down")
+
+    def delete(self, key: str) -> None:
+        raise OSError("store down")
+
+
+def test_failing_record_updates_are_logged_not_raised() -> None:
+    g = guard({"task_state_store": BrokenStore()})
+    g.placed("cid-1", "o-6")
+    g.unknown("cid-1", "unknown")
+    g.not_placed()
+    assert g.log.lines == [  # type: ignore[attr-defined]
+        "Could not update the order record in the task state store: store down",
+        "Could not update the order record in the task state store: store down",
+        "Could not delete the order record from the task state store: store down",
+    ]
+    with pytest.raises(TruConnectError) as info:
+        g.sending("cid-2")  # no record, no request
+    assert info.value.message == (
+        "Could not record the order request in the task state store (OSError: store down); nothing was sent, and "
+        "the task may be retried"
+    )
+
+
+def test_a_failed_xcom_lookup_places_a_new_order() -> None:
+    class FailingTI(RecordingTI):
+        def xcom_pull(self, **kwargs: Any) -> Any:
+            raise RuntimeError("xcom down")
+
+    g = guard({"ti": FailingTI(3)})
+    assert g.earlier_order() is None
+    assert g.log.lines == ["Could not look up the order id of the previous try: xcom down"]  # type: ignore[attr-defined]
 
 
 def test_a_worker_wait_without_any_answer_names_the_status_unknown(
