@@ -42,8 +42,10 @@ from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 
 T = TypeVar("T")
-#: A poll that starts at or after the deadline still gets this long, so that the timeout event carries a fresh status.
-MIN_POLL_SECONDS = 1.0
+#: How far past the deadline a poll may run: enough for the token and one request on a busy triggerer (so the timeout
+#: event carries a fresh status), far inside the minute Airflow's own deferral timeout allows beyond it
+#: (``DEFER_TIMEOUT_GRACE``), so the trigger's timeout event always comes first.
+DEADLINE_SLACK_SECONDS = 10.0
 
 
 class _PastDeadline(Exception):
@@ -89,15 +91,15 @@ class _TruConnectPollingTrigger(BaseTrigger):
             await client.aclose()
 
     async def _poll_by_deadline(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run one poll, with the client's retries and waits, but never past the deadline.
+        """Run one poll, with the client's retries and waits, but never much past the deadline.
 
         Without the bound, one poll could take 5 attempts x (connect + read timeout) plus waits, minutes after the
         deadline, and Airflow's own deferral timeout would fire before the trigger's timeout event with the last
-        status.
+        status. The poll gets the time left plus :data:`DEADLINE_SLACK_SECONDS`.
 
-        :raises _PastDeadline: when the deadline passed during the poll.
+        :raises _PastDeadline: when the poll ran out of that time.
         """
-        budget = max(self.end_time - self._now(), MIN_POLL_SECONDS)
+        budget = max(self.end_time - self._now(), 0.0) + DEADLINE_SLACK_SECONDS
         try:
             async with asyncio.timeout(budget):
                 return await call()

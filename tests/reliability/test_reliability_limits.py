@@ -48,7 +48,8 @@ def test_a_trigger_poll_ends_at_the_deadline(emu: RunningEmulator, order_body: A
         order_id = hook.create_order(order_body())["id"]
         emu.control.advance(60)
         assert hook.get_order(order_id)["status"] == "COMPLETED"
-    emu.control.add_fault("GET /v2/orders/{order_id}", delay=8.0, count=1)
+    # Slower than the time left plus the trigger's slack (10 s), faster than the client's 30 s read timeout.
+    emu.control.add_fault("GET /v2/orders/{order_id}", delay=25.0, count=1)
     TruConnectOrderTrigger.retry_policy = RetryPolicy(max_retries=4)
     try:
         trigger = TruConnectOrderTrigger(order_id, "truconnect_default", poll_interval=5.0, end_time=time.time() + 0.2)

@@ -385,8 +385,8 @@ async def test_error_events_of_api_errors_carry_their_own_message(emu: RunningEm
 async def test_a_poll_that_would_outlast_the_deadline_is_cut_short(
     emu: RunningEmulator, order_body: Callable[..., dict[str, Any]], monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    # The order is COMPLETED, but its answer takes 20 s: the poll gets the deadline's remaining second
-    # (MIN_POLL_SECONDS) and the trigger reports the timeout instead of waiting for the answer.
+    # The order is COMPLETED, but its answer takes 20 s: the poll gets the time left plus DEADLINE_SLACK_SECONDS (10 s)
+    # and the trigger reports the timeout instead of waiting for the answer.
     order_id = place(order_body())
     emu.control.advance(10)
     emu.control.add_fault(route=ORDER_ROUTE, delay=20.0, count=1)
