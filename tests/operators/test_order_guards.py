@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_truconnect.client.errors import (
+    TruConnectConfigError,
     TruConnectError,
     TruConnectOrderFailedError,
     TruConnectOrderUncertainError,
@@ -242,8 +244,10 @@ def test_an_answer_without_an_order_id_keeps_the_record_and_fails_for_good(
     cid = create.call_args.kwargs["correlation_id"]
     record = state_store.data[SENDING_ORDER_KEY]
     assert record == {"correlation_id": cid, "try_number": 1, "sent_at": record["sent_at"], "outcome": "no order id"}
+    cause = info.value.__cause__
+    assert isinstance(cause, TruConnectOrderUncertainError) and cause.correlation_id == cid
+    assert cause.message == "POST /v2/orders answered without an order id; the order MAY have been created"
     text = str(info.value)
-    assert "answered without an order id; the order MAY have been created" in text
     assert f"ask 1GLOBAL support quoting the correlation id {cid}" in text
     assert STORE_KEY not in state_store.data
 
@@ -435,3 +439,94 @@ def test_a_worker_wait_without_any_answer_names_the_status_unknown(
     with pytest.raises(TruConnectTimeoutError) as info:
         op._wait_on_worker("o-5")
     assert info.value.message.startswith("Order o-5 not finished within 10 s (last status unknown); it was placed")
+
+
+# ------------------------------------------------------------------------------------ the operator's own checks
+def test_order_operator_defaults() -> None:
+    op = TruConnectCreateOrderOperator(task_id="place_order", order="{}")
+    assert (op.poll_interval, op.wait_timeout, op.include_activation_codes) == (5.0, 3600.0, False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "problem"),
+    [
+        ({"order": 7}, "order", "must be a dict, a JSON string or a task output, got int"),
+        ({"order": "{}", "include_activation_codes": "yes"}, "include_activation_codes", "must be True or False"),
+        (
+            {"order": {"operation_type": "ACTIVATION", "when": datetime.datetime(2026, 1, 1)}},
+            None,
+            None,
+        ),
+    ],
+)
+def test_order_operator_arguments_are_checked_naming_the_field(
+    kwargs: dict[str, Any], field: str | None, problem: str | None
+) -> None:
+    with pytest.raises(TruConnectConfigError) as info:
+        TruConnectCreateOrderOperator(task_id="place_order", **kwargs)
+    if field is not None:
+        assert info.value.field == field and problem is not None
+        assert info.value.message.startswith(f"Invalid {field}: {problem}")
+    else:  # a body that is not JSON is refused as such, not with a TypeError
+        assert info.value.field.startswith("order")
+
+
+def test_an_order_string_that_is_not_json_is_named() -> None:
+    op = TruConnectCreateOrderOperator(task_id="place_order", order="{not json")
+    with pytest.raises(TruConnectConfigError) as info:
+        op.order_body()
+    assert info.value.field == "order" and "is not valid JSON" in info.value.message
+
+
+def test_a_failed_order_of_an_earlier_try_stops_the_operator(
+    emu: RunningEmulator, order_body: Body, make_ctx: Ctx, make_ti: Any, state_store: Any
+) -> None:
+    state_store.set(STORE_KEY, "o-failed")
+    op = order_op(order_body(), deferrable=False)
+    with pytest.raises(AirflowFailException) as info:
+        op.submit_job(make_ctx(ti=make_ti(try_number=2), store=state_store))
+    assert isinstance(info.value.__cause__, TruConnectOrderFailedError)
+    assert info.value.__cause__.order_id == "o-failed"
+    assert emu.control.orders() == []
+
+
+def test_the_guard_of_the_operator_names_its_task(state_store: Any, make_ctx: Ctx, make_ti: Any) -> None:
+    op = TruConnectCreateOrderOperator(task_id="my_order_task", order="{}")
+    g = op._guard(make_ctx(ti=make_ti(try_number=1), store=state_store))
+    assert "of task 'my_order_task'" in g.how_to_check("cid")
+    assert g.external_id_key == STORE_KEY
+
+
+def test_a_sending_record_without_a_task_instance(state_store: Any) -> None:
+    g = guard({"task_state_store": state_store})
+    g.sending("cid-7")
+    record = state_store.data[SENDING_ORDER_KEY]
+    assert record["correlation_id"] == "cid-7" and record["try_number"] is None
+    assert record["sent_at"].endswith("+00:00")  # UTC, whatever the worker's time zone
+
+
+# --------------------------------------------------------------------------- a worker wait through an outage
+def test_a_worker_wait_polls_on_through_an_outage_longer_than_the_retry_budget(
+    emu: RunningEmulator, order_body: Body, make_ctx: Ctx, add_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(TruConnectCreateOrderOperator, "_sleep", lambda self, seconds: emu.control.advance(seconds))
+    emu.control.add_fault("GET /v2/orders/{order_id}", status=503, count=2)
+    op = TruConnectCreateOrderOperator(
+        task_id="place_order", order=order_body(), poll_interval=5.0, truconnect_conn_id=add_conn("nr2", max_retries=0)
+    )
+    summary = op.execute(make_ctx())
+    assert summary["status"] == "COMPLETED"
+    assert emu.control.stats()["requests_by_route"]["GET /v2/orders/{order_id}"] == {"503": 2, "200": 1}
+
+
+def test_a_worker_wait_stops_at_a_non_retryable_error(
+    emu: RunningEmulator, order_body: Body, make_ctx: Ctx, add_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(TruConnectCreateOrderOperator, "_sleep", lambda self, seconds: emu.control.advance(seconds))
+    emu.control.add_fault("GET /v2/orders/{order_id}", status=403, count=1)
+    op = TruConnectCreateOrderOperator(
+        task_id="place_order", order=order_body(), poll_interval=5.0, truconnect_conn_id=add_conn("nr3", max_retries=0)
+    )
+    with pytest.raises(TruConnectError) as info:
+        op.execute(make_ctx())
+    assert info.value.status_code == 403
