@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
+import email.utils
 import json
 import logging
 import ssl
@@ -33,9 +35,12 @@ from airflow_provider_truconnect.client.client import TruConnectClient
 from airflow_provider_truconnect.client.config import ClientConfig
 from airflow_provider_truconnect.client.core import USER_AGENT, check_header, outcome_unknown
 from airflow_provider_truconnect.client.errors import (
+    TruConnectAuthError,
+    TruConnectClientError,
     TruConnectConfigError,
     TruConnectConnectionError,
     TruConnectError,
+    TruConnectNotFoundError,
     TruConnectOrderFailedError,
     TruConnectOrderUncertainError,
     TruConnectPaginationError,
@@ -45,7 +50,7 @@ from airflow_provider_truconnect.client.errors import (
 from airflow_provider_truconnect.client.models import activation_codes, order_summary
 from airflow_provider_truconnect.client.pagination import join_link, next_link
 from airflow_provider_truconnect.client.responses import error_for_response
-from airflow_provider_truconnect.client.retry import RetryPolicy
+from airflow_provider_truconnect.client.retry import RetryPolicy, parse_retry_after
 from airflow_provider_truconnect.client.tls import resolve_trust, tls_error
 from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.client.tokens import Token
@@ -912,3 +917,70 @@ def test_backoff_doubles_from_the_base_up_to_the_cap(attempt: int, ceiling: floa
     waits = [policy.backoff(attempt, None) for _ in range(200)]
     assert all(ceiling / 2 <= w <= ceiling for w in waits)
     assert max(waits) > ceiling * 0.9 and min(waits) < ceiling * 0.6  # full jitter over the upper half
+
+
+# ------------------------------------------------------------------- every class of answer, as the rule needs it
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "kind", "message", "retryable", "definite"),
+    [
+        (
+            301,
+            b"",
+            {"Location": "/elsewhere?x=1"},
+            TruConnectServerError,
+            "answered with a redirect to /elsewhere, which the client does not follow",
+            False,
+            False,
+        ),
+        (
+            307,
+            b"",
+            {},
+            TruConnectServerError,
+            "answered with a redirect, which the client does not follow",
+            False,
+            False,
+        ),
+        (
+            399,
+            b"",
+            {},
+            TruConnectServerError,
+            "answered with a redirect, which the client does not follow",
+            False,
+            False,
+        ),
+        (400, b'{"errors": ["bad"]}', {}, TruConnectClientError, "rejected", False, True),
+        (400, b"<html>bad</html>", {}, TruConnectClientError, "rejected", False, False),
+        (401, b'{"error": "invalid_token"}', {}, TruConnectAuthError, "not authorised", False, True),
+        (403, b'{"error": "forbidden"}', {}, TruConnectAuthError, "access denied", False, True),
+        (404, b'{"message": "nope"}', {}, TruConnectNotFoundError, "not found", False, True),
+        (409, b'{"message": "conflict"}', {}, TruConnectClientError, "rejected", False, True),
+        (429, b'{"message": "slow down"}', {"Retry-After": "7"}, TruConnectRateLimitError, "rate limited", True, False),
+        (499, b'{"message": "?"}', {}, TruConnectClientError, "rejected", False, True),
+        (500, b"", {}, TruConnectServerError, "failed on the server", True, False),
+        (501, b"", {}, TruConnectServerError, "failed on the server", False, False),
+        (502, b"", {}, TruConnectServerError, "failed on the server", True, False),
+        (503, b"", {}, TruConnectServerError, "failed on the server", True, False),
+        (504, b"", {}, TruConnectServerError, "failed on the server", True, False),
+        (599, b"", {}, TruConnectServerError, "failed on the server", False, False),
+    ],
+)
+def test_each_answer_gives_its_error(
+    status: int, body: bytes, headers: dict[str, str], kind: type, message: str, retryable: bool, definite: bool
+) -> None:
+    err = error_for_response(status, body, headers, method="POST", path="/p", correlation_id="cid-e")
+    assert type(err) is kind
+    assert err.message == f"POST /p {message}"
+    assert err.status_code == status and err.correlation_id == "cid-e"
+    assert err.retryable is retryable and err.definite_rejection is definite
+    assert err.retry_after == (7.0 if "Retry-After" in headers else None)
+
+
+def test_a_retry_after_date_is_read_against_the_clock() -> None:
+    future = email.utils.format_datetime(datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1), usegmt=True)
+    past = email.utils.format_datetime(datetime.datetime(2001, 1, 1, tzinfo=datetime.UTC), usegmt=True)
+    ahead = parse_retry_after(future)
+    assert ahead is not None and 0 < ahead <= 3600
+    assert parse_retry_after(past) == 0.0
+    assert parse_retry_after(future, now=0.0) is not None and parse_retry_after(future, now=0.0) > 3600
