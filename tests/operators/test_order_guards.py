@@ -530,3 +530,46 @@ def test_a_worker_wait_stops_at_a_non_retryable_error(
     with pytest.raises(TruConnectError) as info:
         op.execute(make_ctx())
     assert info.value.status_code == 403
+
+
+# ------------------------------------------------------------------------------- refusals, word for word
+def test_the_refusals_in_full(state_store: Any) -> None:
+    state_store.set(STORE_KEY, "o-failed")
+    with pytest.raises(AirflowFailException) as failed:
+        guard({"task_state_store": state_store}).earlier_order()
+    assert str(failed.value) == (
+        "Order o-failed placed by an earlier try FAILED. A new order is not placed automatically: to place one, start "
+        f"a new DAG run, or delete the task state store keys {STORE_KEY!r} and {SENDING_ORDER_KEY!r} of this task "
+        "instance and clear the task"
+    )
+    state_store.delete(STORE_KEY)
+    state_store.set(SENDING_ORDER_KEY, {"correlation_id": "cid-9", "order_id": "o-9"})
+    with pytest.raises(AirflowFailException) as reattach:
+        guard({"task_state_store": state_store}, {"o-9": "FAILED"}).earlier_order()
+    assert str(reattach.value) == (
+        "Order o-9 placed by an earlier try FAILED. A new order is not placed automatically: to place one, start a new "
+        f"DAG run, or delete the task state store key {SENDING_ORDER_KEY!r} of this task instance and clear the task"
+    )
+    g = guard({"task_state_store": state_store})
+    state_store.set(SENDING_ORDER_KEY, {"correlation_id": "cid-9"})
+    with pytest.raises(AirflowFailException) as unknown:
+        g.earlier_order()
+    assert str(unknown.value) == (
+        "An earlier try (try ?, at ?) sent POST /v2/orders and did not learn whether the order was created (it was "
+        "interrupted, or the answer left the outcome unknown), so this try does not send it again | correlation id "
+        f"cid-9. {g.how_to_check('cid-9')}"
+    )
+
+
+@pytest.mark.parametrize(
+    "record",
+    ["garbage", ["x"], {"order_id": 7}, {"order_id": ""}, {"correlation_id": 123}, {"correlation_id": ""}],
+)
+def test_an_odd_sending_record_is_an_unknown_outcome(state_store: Any, record: Any) -> None:
+    state_store.set(SENDING_ORDER_KEY, record)
+    g = guard({"task_state_store": state_store})
+    with pytest.raises(AirflowFailException) as info:
+        g.earlier_order()
+    cause = info.value.__cause__
+    assert isinstance(cause, TruConnectOrderUncertainError) and cause.correlation_id is None
+    assert str(info.value).endswith(g.how_to_check(None))
