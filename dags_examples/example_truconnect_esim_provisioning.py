@@ -85,7 +85,7 @@ def truconnect_esim_provisioning() -> None:
         return str(product["id"])
 
     # [START howto_operator_truconnect_create_order_deferrable]
-    # The documented ACTIVATION + ESIM body [connect-api.md §7.1], templated from the run's params; the operator
+    # The documented ACTIVATION + ESIM body [docs/connect-api.md §7.1], templated from the run's params; the operator
     # validates it after rendering, before anything is sent.
     place_order = TruConnectCreateOrderOperator(
         task_id="place_order",

@@ -18,7 +18,7 @@ balance first.
 is not idempotent; on Airflow 3.3+ the operator keeps each order id in the task state store, so a retry reattaches
 to its order instead of buying again; below 3.3 a retry would buy again, so `place_topup` gets no retries there
 (`safe_order_retries`). The body is the
-documented eSIM top-up [connect-api.md §7.1]: `product.id`, `subscriber.sim.iccid` and `subscriber.device`.
+documented eSIM top-up [docs/connect-api.md §7.1]: `product.id`, `subscriber.sim.iccid` and `subscriber.device`.
 Subscriptions do not carry the device, so this example sends `params.device`; in production look it up in your CRM.
 
 **Returns** `{"low_sims": n, "placed": m, "orders": [{iccid, order_id, status, subscription_id}, ...]}`.

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 from airflow_provider_truconnect.client.errors import TruConnectConfigError
 from airflow_provider_truconnect.client.tls import TlsTrust, parse_verify_ssl, resolve_trust
 
-#: Production API base [DOC connect-api.md §2].
+#: Production API base [DOC docs/connect-api.md §2].
 DEFAULT_API_BASE = "https://services.truphone.com/connect-api"
-#: Keycloak realm token path, at the host root rather than under the API prefix [DOC connect-api.md §1.1].
+#: Keycloak realm token path, at the host root rather than under the API prefix [DOC docs/connect-api.md §1.1].
 TOKEN_PATH = "/auth/realms/tru-staff/protocol/openid-connect/token"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 10.0

@@ -189,7 +189,7 @@ MAX_ERROR_MESSAGE_CHARS = 300
 def order_failure(order: Mapping[str, Any]) -> tuple[str | None, list[str]]:
     """The error type and messages of a ``FAILED`` order, bounded in size.
 
-    The body of a failed order is undocumented [connect-api.md §7.2]; the emulator puts ``error: {type, messages}``
+    The body of a failed order is undocumented [docs/connect-api.md §7.2]; the emulator puts ``error: {type, messages}``
     on it, and a ``failure_reason`` string is tolerated too.
 
     :param order: the order resource.

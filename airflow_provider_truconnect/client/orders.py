@@ -1,4 +1,4 @@
-"""Order body validation, before anything is sent [DOC connect-api.md §7.1].
+"""Order body validation, before anything is sent [DOC docs/connect-api.md §7.1].
 
 Catching a missing field locally costs nothing; letting the API reject it costs a round trip and, for a body that
 the API would half-accept, a wrong order. Only what the recipes document as required is checked.
@@ -72,7 +72,7 @@ def validate_order(order: Any) -> dict[str, Any]:
     if op == "TOPUP" and sim_type == "ESIM" and not isinstance(_get(order, "subscriber.device"), Mapping):
         raise TruConnectConfigError("order.subscriber.device", "is required for an eSIM top-up")
     country = order.get("country")
-    # Every activation recipe sends it; the top-up recipes do not [connect-api.md §7.1], so it is optional there.
+    # Every activation recipe sends it; the top-up recipes do not [docs/connect-api.md §7.1], so it is optional there.
     if (country is None or country == "") and op == "ACTIVATION":
         raise TruConnectConfigError("order.country", "is required: the ISO-3166 alpha-2 code of where it is placed")
     if country not in (None, "") and not _is_alpha2(country):

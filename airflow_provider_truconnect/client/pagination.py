@@ -1,4 +1,4 @@
-"""Following the API's pagination links [DOC connect-api.md §4.2-4.3].
+"""Following the API's pagination links [DOC docs/connect-api.md §4.2-4.3].
 
 Lists carry ``_metadata.links._next``; the link may be absolute, relative to the **API base** (not the host root),
 or written with a literal ``{BASE_URL}``. ``page_count`` is ambiguous in the docs and never trusted.

@@ -35,7 +35,7 @@ class _Transport(Protocol):
 
 
 class ConnectV2Resources:
-    """The v2 endpoints of the Connect API as methods [DOC connect-api.md §7]."""
+    """The v2 endpoints of the Connect API as methods [DOC docs/connect-api.md §7]."""
 
     def list_products(self: _Transport, *, page_size: int | None = None) -> Iterator[dict[str, Any]]:
         """Iterate over the product catalogue, page by page.

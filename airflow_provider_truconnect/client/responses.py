@@ -1,8 +1,8 @@
 """Turning HTTP answers into values or typed errors, for the sync and async clients alike.
 
-Both documented error models are understood [DOC connect-api.md §5]: the classic ``{"type", "messages"}`` and RFC 7807
-``{"title", "status", "detail", "errors", "correlation_id"}``; a body that is not JSON (a gateway page) becomes an
-error carrying the status and a short, sanitised excerpt.
+Both documented error models are understood [DOC docs/connect-api.md §5]: the classic ``{"type", "messages"}`` and
+RFC 7807 ``{"title", "status", "detail", "errors", "correlation_id"}``; a body that is not JSON (a gateway page)
+becomes an error carrying the status and a short, sanitised excerpt.
 """
 
 from __future__ import annotations

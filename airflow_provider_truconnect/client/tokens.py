@@ -1,4 +1,4 @@
-"""OAuth2 tokens: the token model, token-endpoint requests and answers [DOC connect-api.md §1.3-1.4].
+"""OAuth2 tokens: the token model, token-endpoint requests and answers [DOC docs/connect-api.md §1.3-1.4].
 
 Connect API access tokens live 5 minutes and, when a refresh token is issued, it lives 30. A :class:`Token` carries
 absolute expiry times; :func:`renew_skew` says how early it is renewed.
@@ -155,7 +155,7 @@ def build_grant(config: ClientConfig, refresh_from: Token | None) -> GrantReques
 
 
 def token_endpoint_error(status: int, body: Any, correlation_id: str | None = None) -> Exception:
-    """Map a failed token-endpoint answer to an exception [INFERRED from Keycloak, connect-api.md §1.4].
+    """Map a failed token-endpoint answer to an exception [INFERRED from Keycloak, docs/connect-api.md §1.4].
 
     :param status: HTTP status.
     :param body: decoded JSON body, or ``None`` when it was not JSON.

@@ -250,7 +250,7 @@ class TruConnectHook(BaseHook, ConnectV2Resources):
         return legacy_form_widgets(CONN_FIELDS)
 
 
-#: Resources that carry activation codes [DOC connect-api.md §7.2]: orders and SIMs.
+#: Resources that carry activation codes [DOC docs/connect-api.md §7.2]: orders and SIMs.
 _CODE_BEARING_PATH = re.compile(r"/v2/(orders|sims)(/|$)")
 
 
