@@ -6,8 +6,8 @@ Connect API access tokens live 5 minutes and, when a refresh token is issued, it
 [DOC docs/connect-api.md §1.3]. The manager renews a token shortly before it expires, prefers the ``refresh_token``
 grant while a refresh token is valid, falls back to ``client_credentials`` when the refresh is refused or none was
 issued, and lets exactly one caller per cache key and process talk to the token endpoint at a time (single flight):
-threads, the tasks of one event loop and the tasks of different event loops all take the same per-key lock. When that renewal fails, the callers
-already waiting for it get its failure rather than repeating it.
+threads, the tasks of one event loop and the tasks of different event loops all take the same per-key lock. When that
+renewal fails, the callers already waiting for it get its failure rather than repeating it.
 
 With the connection extra ``oauth_cache=host`` the processes of one user on one host share the token as well, through
 an encrypted file and a file lock (:mod:`airflow_provider_truconnect.client.host_cache`): the in-process cache is
