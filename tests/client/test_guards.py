@@ -46,6 +46,7 @@ from airflow_provider_truconnect.client.errors import (
     TruConnectPaginationError,
     TruConnectRateLimitError,
     TruConnectServerError,
+    TruConnectUncertainError,
 )
 from airflow_provider_truconnect.client.models import activation_codes, order_summary
 from airflow_provider_truconnect.client.pagination import join_link, next_link
@@ -984,3 +985,221 @@ def test_a_retry_after_date_is_read_against_the_clock() -> None:
     assert ahead is not None and 0 < ahead <= 3600
     assert parse_retry_after(past) == 0.0
     assert parse_retry_after(future, now=0.0) is not None and parse_retry_after(future, now=0.0) > 3600
+
+
+# ---------------------------------------------------------------------------------- settle: the uncertain error
+def _answers(mode: str, answers: list[tuple[int, dict[str, Any]]], mocker: Any, **call: Any) -> tuple[Any, int]:
+    """Send one API call over a fake transport that answers the API with ``answers`` in turn."""
+    sent = [0]
+    policy = RetryPolicy(max_retries=3, sleep=lambda s: None)
+
+    async def asleep(seconds: float) -> None:
+        return None
+
+    policy.asleep = asleep
+
+    def next_answer() -> tuple[int, dict[str, Any]]:
+        sent[0] += 1
+        return answers.pop(0)
+
+    if mode == "sync":
+
+        def send(method: str, url: str, **kwargs: Any) -> requests.Response:
+            if url.endswith("/token"):
+                return _response(200, TOKEN_BODY)
+            return _response(*next_answer())
+
+        client = TruConnectClient(_order_config(), token_cache=TokenCache(), retry_policy=policy)
+        mocker.patch.object(client.session, "request", side_effect=send)
+        try:
+            return client.request(**call), sent[0]
+        except TruConnectError as exc:
+            return exc, sent[0]
+        finally:
+            client.close()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json=TOKEN_BODY)
+        status, body = next_answer()
+        return httpx.Response(status, json=body)
+
+    async def run() -> Any:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        async with AsyncTruConnectClient(
+            _order_config(), http_client=http, token_cache=TokenCache(), retry_policy=policy
+        ) as client:
+            try:
+                return await client.request(**call)
+            except TruConnectError as exc:
+                return exc
+            finally:
+                await http.aclose()
+
+    return asyncio.run(run()), sent[0]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_uncertain_order_says_what_to_do_and_keeps_its_correlation_id(mode: str, mocker: Any) -> None:
+    err, sent = _answers(
+        mode,
+        [(503, {"title": "Service Unavailable", "detail": "busy"})],
+        mocker,
+        method="POST",
+        endpoint="/v2/orders",
+        json=ORDER,
+        correlation_id="cid-o",
+    )
+    assert type(err) is TruConnectOrderUncertainError and sent == 1
+    assert err.correlation_id == "cid-o" and err.status_code == 503 and err.messages == ("busy",)
+    assert err.error_type == "Service Unavailable"
+    assert err.message == (
+        "POST /connect-api/v2/orders failed after the request was sent (POST /connect-api/v2/orders failed on the "
+        "server); the order MAY have been created and was not sent again, to avoid placing it twice. Check before "
+        "placing it again: for a top-up, GET /v2/subscriptions?iccid=<iccid>; for a new eSIM, ask 1GLOBAL support "
+        "quoting the correlation id"
+    )
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_uncertain_request_that_is_not_an_order_says_so(mode: str, mocker: Any) -> None:
+    err, sent = _answers(mode, [(502, {})], mocker, method="POST", endpoint="/v2/sims/1/notes", json={"a": 1})
+    assert type(err) is TruConnectUncertainError and sent == 1 and err.status_code == 502
+    assert err.correlation_id
+    assert err.message == (
+        "POST /connect-api/v2/sims/1/notes failed after the request was sent (POST /connect-api/v2/sims/1/notes "
+        "failed on the server); it MAY have been acted upon and was not sent again, because repeating it is not "
+        "safe. Check its effect before sending it again"
+    )
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_caller_may_declare_a_post_safe_to_repeat(mode: str, mocker: Any) -> None:
+    result, sent = _answers(
+        mode, [(503, {}), (200, {"ok": True})], mocker, method="POST", endpoint="/v2/search", json={}, idempotent=True
+    )
+    assert result == {"ok": True} and sent == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_order_is_never_declared_safe_to_repeat(mode: str, mocker: Any) -> None:
+    err, sent = _answers(
+        mode,
+        [(503, {}), (201, {"id": "o-1"})],
+        mocker,
+        method="POST",
+        endpoint="/v2/orders",
+        json=ORDER,
+        idempotent=True,
+    )
+    assert isinstance(err, TruConnectOrderUncertainError) and sent == 1
+
+
+@pytest.mark.parametrize("max_retries", [1, 2])
+def test_max_retries_is_the_number_of_repeats(max_retries: int) -> None:
+    slept: list[float] = []
+    attempt = _Fails(TruConnectServerError("GET /x failed on the server", status_code=503, retryable=True))
+    with pytest.raises(TruConnectServerError):
+        RetryPolicy(max_retries=max_retries, sleep=slept.append).call(attempt, idempotent=True, describe="GET /x")
+    assert attempt.calls == max_retries + 1 and len(slept) == max_retries
+
+    async def aattempt() -> Any:
+        attempt()
+
+    async def asleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    attempt.calls, slept[:] = 0, []
+    with pytest.raises(TruConnectServerError):
+        asyncio.run(RetryPolicy(max_retries=max_retries, asleep=asleep).acall(aattempt, idempotent=True, describe="x"))
+    assert attempt.calls == max_retries + 1 and len(slept) == max_retries
+
+
+# --------------------------------------------------------------------- a repeat after a 401 is the same request
+class _RejectOnce(BaseHTTPRequestHandler):
+    """A token endpoint, and an API that answers 401 to the first request and 200 to the next, recording both."""
+
+    seen: list[tuple[str, str, bytes]]
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _api(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append((self.command, self.path, body))
+        if len(self.seen) == 1:
+            self._json(401, {"error": "invalid_token"})
+        else:
+            self._json(200, {"ok": True})
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/token":
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._json(200, {"access_token": f"t-{len(self.seen)}", "token_type": "Bearer", "expires_in": 300})
+        else:
+            self._api()
+
+    do_GET = do_PUT = _api  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        return
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(("method", "body"), [("GET", None), ("PUT", {"state": "ACTIVE"})])
+def test_the_repeat_after_a_401_sends_the_same_query_and_body(mode: str, method: str, body: Any) -> None:
+    seen: list[tuple[str, str, bytes]] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("RejectOnce", (_RejectOnce,), {"seen": seen}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    config = _config(f"http://127.0.0.1:{server.server_address[1]}")
+    call: dict[str, Any] = {"method": method, "endpoint": "/v2/sims/1", "params": {"page": 2}, "json": body}
+    try:
+        if mode == "sync":
+            with TruConnectClient(config, token_cache=TokenCache()) as client:
+                result = client.request(**call)
+        else:
+
+            async def run() -> Any:
+                async with AsyncTruConnectClient(config, token_cache=TokenCache()) as client:
+                    return await client.request(**call)
+
+            result = asyncio.run(run())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert result == {"ok": True}
+    assert [(m, p) for m, p, _ in seen] == [(method, "/connect-api/v2/sims/1?page=2")] * 2
+    assert [json.loads(b) if b else None for _, _, b in seen] == [body, body]
+
+
+# --------------------------------------------------------------------------------- the sync client's session
+def test_a_session_given_to_the_client_stays_open() -> None:
+    class Session(requests.Session):
+        closed = 0
+
+        def close(self) -> None:
+            type(self).closed += 1
+            super().close()
+
+    given = Session()
+    TruConnectClient(_order_config(), session=given).close()
+    assert Session.closed == 0
+    own = TruConnectClient(_order_config())
+    own.close()
+    assert own._owns_session is True
+
+
+def test_correlation_ids_carry_the_prefix() -> None:
+    client = TruConnectClient(_order_config(), correlation_prefix="dag.task")
+    try:
+        cid = client.new_correlation_id()
+        assert cid.startswith("dag.task-") and len(cid) == len("dag.task-") + 36
+    finally:
+        client.close()
