@@ -346,20 +346,22 @@ def write_summary(results: dict[str, Any], meta: dict[str, Any]) -> None:
     out = [
         "# Mutation testing: the rules that guard money and secrets",
         "",
-        f"Measured on commit `{meta['source']['commit'][:12]}` ({meta['source']['uncommitted_package_files']} package "
-        f"files changed in the working tree; package digest `{meta['source']['package_sha256']}`), "
-        f"mutmut {meta['mutmut']}, {meta['started']}. Total duration {meta['duration_s'] / 60:.1f} min "
-        f"(`nice -n 19`, {meta['max_children']} workers).",
+        f"mutmut {meta['mutmut']}; summary written {meta['started']} at commit `{meta['source']['commit'][:12]}`. "
+        f"Each area was measured on the commit in its row (a private copy of the working tree then). Total duration "
+        f"{meta['duration_s'] / 60:.1f} min (`nice -n 19`). Rows `<area>-survivors` test again, with the tests "
+        "added since, only the unexplained survivors of the row above.",
         "",
-        "| area | mutants | killed | timed out | survived | no tests | not checked | other | score | duration |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| area | commit | mutants | killed | timed out | survived | no tests | not checked | other | score "
+        "| duration |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, res in results.items():
         c = res["counts"]
         other = res["total"] - sum(c.get(k, 0) for k in ("killed", "timeout", "survived", "no tests", "not checked"))
         score = f"{res['score']} %" if res["score"] is not None else "-"
         out.append(
-            f"| {name} | {res['total']} | {c.get('killed', 0)} | {c.get('timeout', 0)} | {c.get('survived', 0)} | "
+            f"| {name} | `{res.get('source', {}).get('commit', '?')[:9]}` "
+            f"| {res['total']} | {c.get('killed', 0)} | {c.get('timeout', 0)} | {c.get('survived', 0)} | "
             f"{c.get('no tests', 0)} | {c.get('not checked', 0)} | {other} | {score} | "
             f"{res['duration_s'] / 60:.1f} min |"
         )
@@ -427,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             area = Area(f"{name}-survivors", area.mutate, area.tests, mutants=names)
             name, work = area.name, root / area.name
         if not args.collect_only:
+            measured = source_fingerprint()  # what the private copy is made of
             prepare(area, work, in_progress)
             print(f"[mutate] {name}: mutmut run in {work} (log: {RESULTS / (name + '.log')})", flush=True)
             limit = args.time_limit * 60 if args.time_limit else None
@@ -434,8 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             last = json.loads((RESULTS / f"{name}.json").read_text()) if (RESULTS / f"{name}.json").exists() else {}
             code, duration = last.get("exit_code", 0), last.get("duration_s", 0.0)
+            measured = last.get("source") or source_fingerprint()
         res = collect(area, work, notes)
         res.update(exit_code=code, duration_s=round(duration, 1), tests=area.tests, mutated=area.mutate)
+        res["source"] = measured
         res["mutant_filter"] = {"only": area.mutants, "except": area.exclude_mutants}
         results[name] = res
         # Each area's own file, so that areas run separately (or at the same time) make one summary afterwards
