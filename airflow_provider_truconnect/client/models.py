@@ -175,7 +175,7 @@ def activation_codes(resource: Any) -> list[str]:
     raw_lpa = links_of(resource).get("_lpa")
     if isinstance(raw_lpa, str) and raw_lpa:
         codes.append(raw_lpa)
-    codes += [code.removeprefix(LPA_PREFIX) for code in codes if code.upper().startswith(LPA_PREFIX)]
+    codes += [code[len(LPA_PREFIX) :] for code in codes if code.upper().startswith(LPA_PREFIX)]
     return list(dict.fromkeys(codes))
 
 

@@ -46,6 +46,8 @@ T = TypeVar("T")
 #: event carries a fresh status), far inside the minute Airflow's own deferral timeout allows beyond it
 #: (``DEFER_TIMEOUT_GRACE``), so the trigger's timeout event always comes first.
 DEADLINE_SLACK_SECONDS = 10.0
+#: Longest rendering of a sensed value in an event's message (events are stored in the metadata database).
+MAX_MESSAGE_VALUE_CHARS = 200
 
 
 class _PastDeadline(Exception):
@@ -317,7 +319,7 @@ class TruConnectSensorTrigger(_TruConnectPollingTrigger):
                         event: dict[str, Any] = {
                             "status": "success",
                             "message": f"{self.endpoint}: {self.field_path} is "
-                            + ("<activation code>" if secret else repr(value)),
+                            + ("<activation code>" if secret else repr(value)[:MAX_MESSAGE_VALUE_CHARS]),
                             "endpoint": self.endpoint,
                             "check": "condition",
                             "field_path": self.field_path,

@@ -1203,3 +1203,10 @@ def test_correlation_ids_carry_the_prefix() -> None:
         assert cid.startswith("dag.task-") and len(cid) == len("dag.task-") + 36
     finally:
         client.close()
+
+
+def test_a_lower_case_lpa_prefix_is_stripped_for_masking_too() -> None:
+    from airflow_provider_truconnect.client.models import activation_codes
+
+    codes = activation_codes({"_metadata": {"links": {"_lpa": "lpa:1$rsp.truphone.com$AB-CD"}}})
+    assert "1$rsp.truphone.com$AB-CD" in codes and "lpa:1$rsp.truphone.com$AB-CD" in codes

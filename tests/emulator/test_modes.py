@@ -36,6 +36,9 @@ def test_reset_between_tests_part_1(emu):
     emu.control.set_config(error_model="rfc7807")
     emu.control.add_fault("*", status=500)
     emu.control.advance(10_000)
+    # The changes took (part 2 checks that the next test does not see them).
+    assert emu.control.config()["error_model"] == "rfc7807" and emu.state.clock.offset >= 10_000
+    assert len(requests.get(emu.url + "/__emulator/faults", timeout=10).json()) == 1
 
 
 def test_reset_between_tests_part_2(emu):

@@ -495,3 +495,15 @@ def test_sensor_trigger_condition_parts_go_together() -> None:
         with pytest.raises(ValueError) as info:
             TruConnectSensorTrigger("/v2/x", "c", 1.0, 1.0, **kwargs)
         assert str(info.value) == "field_path and accepted_values go together"
+
+
+async def test_a_large_sensed_value_is_cut_short_in_the_event_message(emu: RunningEmulator) -> None:
+    with TruConnectHook() as hook:
+        products = hook.request("GET", "/v2/products", params={"page_size": 50})["data"]
+    assert len(repr(products)) > 1000
+    trigger = TruConnectSensorTrigger(
+        "/v2/products", "truconnect_default", 0.02, time.time() + 30, {"page_size": 50}, "data", [products]
+    )
+    event = await first_event(trigger)
+    assert event["status"] == "success" and "value" not in event  # over 1 KiB: left out
+    assert len(event["message"]) <= len("/v2/products: data is ") + 200
