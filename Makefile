@@ -4,9 +4,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 VENV211 := .venv-af211
-VENV30 := .venv-af30
-VENV31 := .venv-af31
-VENV32 := .venv-af32
 BIN := $(VENV)/bin
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
@@ -40,37 +37,21 @@ $(VENV)/.installed: requirements/airflow-3.3.txt pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-$(VENV211)/.installed: requirements/airflow-2.11.txt pyproject.toml | $(UV)
-	$(UV) venv -q --allow-existing -p $(PYTHON) $(VENV211)
-	$(UV) pip install -q --python $(VENV211)/bin/python -r requirements/airflow-2.11.txt
-	$(UV) pip install -q --python $(VENV211)/bin/python --no-deps -e .
-	touch $@
+# An environment per older Airflow line the tests also run on: $(1) is its suffix (211), $(2) its lock file's
+# version (2.11). Each gets the target venv$(1) and the directory .venv-af$(1).
+define older_airflow_venv
+.venv-af$(1)/.installed: requirements/airflow-$(2).txt pyproject.toml | $$(UV)
+	$$(UV) venv -q --allow-existing -p $$(PYTHON) .venv-af$(1)
+	$$(UV) pip install -q --python .venv-af$(1)/bin/python -r requirements/airflow-$(2).txt
+	$$(UV) pip install -q --python .venv-af$(1)/bin/python --no-deps -e .
+	touch $$@
 
-venv211: $(VENV211)/.installed
-
-$(VENV30)/.installed: requirements/airflow-3.0.txt pyproject.toml | $(UV)
-	$(UV) venv -q --allow-existing -p $(PYTHON) $(VENV30)
-	$(UV) pip install -q --python $(VENV30)/bin/python -r requirements/airflow-3.0.txt
-	$(UV) pip install -q --python $(VENV30)/bin/python --no-deps -e .
-	touch $@
-
-venv30: $(VENV30)/.installed
-
-$(VENV31)/.installed: requirements/airflow-3.1.txt pyproject.toml | $(UV)
-	$(UV) venv -q --allow-existing -p $(PYTHON) $(VENV31)
-	$(UV) pip install -q --python $(VENV31)/bin/python -r requirements/airflow-3.1.txt
-	$(UV) pip install -q --python $(VENV31)/bin/python --no-deps -e .
-	touch $@
-
-venv31: $(VENV31)/.installed
-
-$(VENV32)/.installed: requirements/airflow-3.2.txt pyproject.toml | $(UV)
-	$(UV) venv -q --allow-existing -p $(PYTHON) $(VENV32)
-	$(UV) pip install -q --python $(VENV32)/bin/python -r requirements/airflow-3.2.txt
-	$(UV) pip install -q --python $(VENV32)/bin/python --no-deps -e .
-	touch $@
-
-venv32: $(VENV32)/.installed
+venv$(1): .venv-af$(1)/.installed
+endef
+$(eval $(call older_airflow_venv,211,2.11))
+$(eval $(call older_airflow_venv,30,3.0))
+$(eval $(call older_airflow_venv,31,3.1))
+$(eval $(call older_airflow_venv,32,3.2))
 
 lint: venv
 	$(BIN)/ruff check .
@@ -94,14 +75,8 @@ unit-af211: venv211
 # browser tests stay on 3.3, and so do the tests of the 3.3 task state store.
 OLDER_AF3_MARKERS := not e2e and not bench and not af33
 
-unit-af30: venv30
-	$(VENV30)/bin/python -m pytest -m "$(OLDER_AF3_MARKERS)" -p no:cacheprovider $(PYTEST_ARGS)
-
-unit-af31: venv31
-	$(VENV31)/bin/python -m pytest -m "$(OLDER_AF3_MARKERS)" -p no:cacheprovider $(PYTEST_ARGS)
-
-unit-af32: venv32
-	$(VENV32)/bin/python -m pytest -m "$(OLDER_AF3_MARKERS)" -p no:cacheprovider $(PYTEST_ARGS)
+unit-af30 unit-af31 unit-af32: unit-af%: venv%
+	.venv-af$*/bin/python -m pytest -m "$(OLDER_AF3_MARKERS)" -p no:cacheprovider $(PYTEST_ARGS)
 
 # The Airflow 2.11 browser tests run a 2.11 webserver from $(VENV211) and drive it from $(VENV).
 e2e: venv venv211 system-deps
@@ -185,4 +160,4 @@ lock: $(UV)
 	$(UV) pip compile -q -p 3.11 --upgrade requirements/dist-tools.in -o requirements/dist-tools.txt
 
 clean:
-	rm -rf $(VENV) $(VENV211) $(VENV30) $(VENV31) $(VENV32) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache test-results docs/_build
+	rm -rf $(VENV) .venv-af* $(TOOLS) .pytest_cache .mypy_cache .ruff_cache test-results docs/_build
