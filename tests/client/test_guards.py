@@ -22,7 +22,6 @@ import logging
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -55,6 +54,7 @@ from airflow_provider_truconnect.client.retry import RetryPolicy, parse_retry_af
 from airflow_provider_truconnect.client.tls import resolve_trust, tls_error
 from airflow_provider_truconnect.client.token_cache import TokenCache
 from airflow_provider_truconnect.client.tokens import Token
+from tests.stub_http import JsonHandler, serving
 
 BASE = "https://api.example.com/connect-api"
 KEY = ("https://api.example.com/token", "client", "", "digest")
@@ -341,45 +341,25 @@ def test_a_401_seen_by_one_thread_after_another_renewed_keeps_the_renewal() -> N
 
 
 # ------------------------------------------------------------------------------------------- extra headers
-class _Recorder(BaseHTTPRequestHandler):
+class _Recorder(JsonHandler):
     """Answers the token endpoint and ``GET /connect-api/v2/echo``, recording every request's headers."""
 
     seen: list[tuple[str, str, dict[str, str]]]
 
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.seen.append(("POST", self.path, dict(self.headers.items())))
-        self._answer(200, {"access_token": "recorder-token", "token_type": "Bearer", "expires_in": 300})
+        self.answer_token("recorder-token")
 
     def do_GET(self) -> None:  # noqa: N802
         self.seen.append(("GET", self.path, dict(self.headers.items())))
-        self._answer(200, {"ok": True})
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        return
+        self.answer_json(200, {"ok": True})
 
 
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
     seen: list[tuple[str, str, dict[str, str]]] = []
-    handler = type("Recorder", (_Recorder,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(type("Recorder", (_Recorder,), {"seen": seen})) as url:
+        yield url, seen
 
 
 def _config(url: str) -> ClientConfig:
@@ -1116,50 +1096,34 @@ def test_max_retries_is_the_number_of_repeats(max_retries: int) -> None:
 
 
 # --------------------------------------------------------------------- a repeat after a 401 is the same request
-class _RejectOnce(BaseHTTPRequestHandler):
+class _RejectOnce(JsonHandler):
     """A token endpoint, and an API that answers 401 to the first request and 200 to the next, recording both."""
 
     seen: list[tuple[str, str, bytes]]
 
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _api(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.seen.append((self.command, self.path, body))
+        self.seen.append((self.command, self.path, self.read_body()))
         if len(self.seen) == 1:
-            self._json(401, {"error": "invalid_token"})
+            self.answer_json(401, {"error": "invalid_token"})
         else:
-            self._json(200, {"ok": True})
+            self.answer_json(200, {"ok": True})
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         if self.path == "/token":
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self._json(200, {"access_token": f"t-{len(self.seen)}", "token_type": "Bearer", "expires_in": 300})
+            self.answer_token(f"t-{len(self.seen)}")
         else:
             self._api()
 
     do_GET = do_PUT = _api  # noqa: N815
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        return
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize(("method", "body"), [("GET", None), ("PUT", {"state": "ACTIVE"})])
 def test_the_repeat_after_a_401_sends_the_same_query_and_body(mode: str, method: str, body: Any) -> None:
     seen: list[tuple[str, str, bytes]] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("RejectOnce", (_RejectOnce,), {"seen": seen}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    config = _config(f"http://127.0.0.1:{server.server_address[1]}")
     call: dict[str, Any] = {"method": method, "endpoint": "/v2/sims/1", "params": {"page": 2}, "json": body}
-    try:
+    with serving(type("RejectOnce", (_RejectOnce,), {"seen": seen})) as url:
+        config = _config(url)
         if mode == "sync":
             with TruConnectClient(config, token_cache=TokenCache()) as client:
                 result = client.request(**call)
@@ -1170,10 +1134,6 @@ def test_the_repeat_after_a_401_sends_the_same_query_and_body(mode: str, method:
                     return await client.request(**call)
 
             result = asyncio.run(run())
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
     assert result == {"ok": True}
     assert [(m, p) for m, p, _ in seen] == [(method, "/connect-api/v2/sims/1?page=2")] * 2
     assert [json.loads(b) if b else None for _, _, b in seen] == [body, body]

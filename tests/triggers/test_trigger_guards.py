@@ -13,10 +13,8 @@ Sleeping is replaced by a recorder and the clock by a fixed one wherever the tes
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -26,6 +24,7 @@ from airflow_provider_truconnect.client.retry import RetryPolicy
 from airflow_provider_truconnect.emulator.server import RunningEmulator
 from airflow_provider_truconnect.hooks.truconnect import TruConnectHook
 from airflow_provider_truconnect.triggers.truconnect import TruConnectOrderTrigger, TruConnectSensorTrigger
+from tests.stub_http import JsonHandler, serving
 from tests.task_fixtures import first_event
 
 ORDER_ROUTE = "GET /v2/orders/{order_id}"
@@ -240,42 +239,22 @@ async def test_a_missing_field_is_logged_as_missing(
     assert f"/v2/orders/{order_id}: output.nothing is '<missing>', waiting for one of ['x']" in trigger_log.lines
 
 
-class _NullAnswers(BaseHTTPRequestHandler):
+class _NullAnswers(JsonHandler):
     """A token endpoint and an API whose every GET answers ``{"state": null}``."""
 
-    def _json(self, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self._json({"access_token": "null-token", "token_type": "Bearer", "expires_in": 300})
+        self.answer_token("null-token")
 
     def do_GET(self) -> None:  # noqa: N802
-        self._json({"state": None})
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        return
+        self.answer_json(200, {"state": None})
 
 
 async def test_a_null_value_that_meets_the_condition_is_in_the_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NullAnswers)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    conn = {"conn_type": "truconnect", "host": f"{url}/api", "login": "id", "password": "secret"}
-    monkeypatch.setenv("AIRFLOW_CONN_TC_NULLS", json.dumps({**conn, "extra": {"oauth_url": f"{url}/token"}}))
-    try:
+    with serving(_NullAnswers) as url:
+        conn = {"conn_type": "truconnect", "host": f"{url}/api", "login": "id", "password": "secret"}
+        monkeypatch.setenv("AIRFLOW_CONN_TC_NULLS", json.dumps({**conn, "extra": {"oauth_url": f"{url}/token"}}))
         trigger = TruConnectSensorTrigger("/v2/thing", "tc_nulls", 1.0, time.time() + 60, None, "state", [None])
         event = await first_event(trigger)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
     assert event == {
         "status": "success",
         "message": "/v2/thing: state is None",
